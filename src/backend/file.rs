@@ -1,0 +1,427 @@
+//! The `file` backend: objects are files under the admin's `--file-root`, never outside it.
+//!
+//! Parameters: `objects`, a YAML list of `objectName` (path relative to the root), optional `path`
+//! (output file name, nested allowed, default `objectName`), optional `filePermission` (see
+//! [`crate::file_mode`]) and optional `optional: true` (a missing file is skipped). Names with `..`,
+//! absolute names and names that resolve through a symlink out of the root are refused. Versions are a
+//! keyed HMAC of each object's configuration and content.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::objects::parse_objects;
+use super::{Backend, BoxFuture};
+use crate::error::{ErrorKind, MountError, MountResult};
+use crate::file_mode::FileMode;
+use crate::request::MountRequest;
+use crate::response::{MountResponse, MountedFile, ObjectVersion};
+use crate::version_hmac::VersionKey;
+
+/// One entry of `objects`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileObject {
+    object_name: String,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    file_permission: Option<FileMode>,
+    #[serde(default)]
+    optional: bool,
+}
+
+/// An object checked and resolved, ready to read.
+struct PlannedObject {
+    object_name: String,
+    output_path: String,
+    mode: u32,
+    optional: bool,
+}
+
+/// Reads objects from a directory the provider's admin chose.
+pub struct FileBackend {
+    /// The canonical root, or `None` when the provider was started without `--file-root`.
+    root: Option<PathBuf>,
+    versions: Arc<VersionKey>,
+    max_objects: usize,
+    max_response_bytes: usize,
+}
+
+impl FileBackend {
+    pub fn new(
+        root: Option<PathBuf>,
+        versions: Arc<VersionKey>,
+        max_objects: usize,
+        max_response_bytes: usize,
+    ) -> Self {
+        Self {
+            root,
+            versions,
+            max_objects,
+            max_response_bytes,
+        }
+    }
+
+    fn plan(&self, request: &MountRequest) -> MountResult<Vec<PlannedObject>> {
+        let objects: Vec<FileObject> = parse_objects(request, self.max_objects)?;
+        objects
+            .into_iter()
+            .enumerate()
+            .map(|(index, object)| {
+                check_object_name(index, &object.object_name)?;
+                Ok(PlannedObject {
+                    output_path: object.path.unwrap_or_else(|| object.object_name.clone()),
+                    mode: object
+                        .file_permission
+                        .map_or(request.default_mode, |mode| mode.0),
+                    object_name: object.object_name,
+                    optional: object.optional,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Backend for FileBackend {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    fn mount<'a>(&'a self, request: &'a MountRequest) -> BoxFuture<'a, MountResult<MountResponse>> {
+        Box::pin(async move {
+            let Some(root) = self.root.clone() else {
+                return Err(MountError::new(
+                    ErrorKind::FailedPrecondition,
+                    "FileBackendDisabled",
+                    "the file backend is off on this node: the provider was started without --file-root",
+                ));
+            };
+            let plan = self.plan(request)?;
+            let max_bytes = self.max_response_bytes;
+            let contents = tokio::task::spawn_blocking(move || {
+                read_objects(&root, &plan, max_bytes).map(|c| (plan, c))
+            })
+            .await
+            .map_err(|_| MountError::internal("ReadFailed", "the file reader task failed"))??;
+            Ok(self.respond(contents.0, contents.1))
+        })
+    }
+}
+
+impl FileBackend {
+    fn respond(
+        &self,
+        plan: Vec<PlannedObject>,
+        contents: Vec<Option<Zeroizing<Vec<u8>>>>,
+    ) -> MountResponse {
+        let mut response = MountResponse::default();
+        for (object, content) in plan.into_iter().zip(contents) {
+            let Some(content) = content else { continue };
+            let mode = object.mode.to_string();
+            let version = self.versions.version(&[
+                b"file",
+                object.object_name.as_bytes(),
+                object.output_path.as_bytes(),
+                mode.as_bytes(),
+                &content,
+            ]);
+            response.versions.push(ObjectVersion {
+                id: format!("file/{}", object.output_path),
+                version,
+            });
+            response.files.push(MountedFile {
+                path: object.output_path,
+                mode: object.mode,
+                contents: content,
+            });
+        }
+        if response.versions.is_empty() {
+            // Every object was optional and missing. The driver refuses an empty version list, so say
+            // plainly that nothing is mounted; with no files the driver writes nothing.
+            response.versions.push(ObjectVersion {
+                id: "file/no-objects-present".into(),
+                version: self.versions.version(&[b"file", b"no-objects-present"]),
+            });
+        }
+        response
+    }
+}
+
+/// `objectName` must name a path inside the root: relative, no `..`, no `.`-only or empty names.
+fn check_object_name(index: usize, name: &str) -> MountResult<()> {
+    let refuse = |why: &str| {
+        MountError::invalid(
+            "InvalidObjectName",
+            format!("objects[{index}].objectName {name:?} {why}"),
+        )
+    };
+    if name.trim().is_empty() {
+        return Err(refuse("is empty"));
+    }
+    if name.contains('\0') {
+        return Err(refuse("contains a NUL byte"));
+    }
+    let path = Path::new(name);
+    if path.is_absolute() {
+        return Err(refuse(
+            "is absolute: name a file relative to the provider's --file-root",
+        ));
+    }
+    if path.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(refuse(
+            "contains '..': objects must stay inside the provider's --file-root",
+        ));
+    }
+    if !path.components().any(|c| matches!(c, Component::Normal(_))) {
+        return Err(refuse("names no file"));
+    }
+    Ok(())
+}
+
+/// Resolves every object first (so size limits are checked before anything is read), then reads them.
+fn read_objects(
+    root: &Path,
+    plan: &[PlannedObject],
+    max_bytes: usize,
+) -> MountResult<Vec<Option<Zeroizing<Vec<u8>>>>> {
+    let mut resolved = Vec::with_capacity(plan.len());
+    let mut total: u64 = 0;
+    for object in plan {
+        let found = resolve(root, object)?;
+        if let Some((_, size)) = &found {
+            total = total.saturating_add(*size);
+        }
+        resolved.push(found);
+    }
+    if total > max_bytes as u64 {
+        return Err(objects_too_large(plan, &resolved, total, max_bytes));
+    }
+    plan.iter()
+        .zip(resolved)
+        .map(|(object, found)| match found {
+            None => Ok(None),
+            Some((real, size)) => read_bounded(&real, size, object).map(Some),
+        })
+        .collect()
+}
+
+/// The real path and size of an object, `None` for a missing optional one.
+fn resolve(root: &Path, object: &PlannedObject) -> MountResult<Option<(PathBuf, u64)>> {
+    let name = &object.object_name;
+    let real = match fs::canonicalize(root.join(name)) {
+        Ok(real) => real,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if object.optional {
+                return Ok(None);
+            }
+            return Err(MountError::not_found(
+                "ObjectNotFound",
+                format!(
+                    "object {name:?} does not exist in the provider's file root (mark it optional: true to skip it)"
+                ),
+            ));
+        }
+        Err(e) => return Err(io_error(name, &e)),
+    };
+    if !real.starts_with(root) {
+        return Err(MountError::invalid(
+            "InvalidObjectName",
+            format!(
+                "object {name:?} resolves outside the provider's file root (through a symlink)"
+            ),
+        ));
+    }
+    let metadata = fs::metadata(&real).map_err(|e| io_error(name, &e))?;
+    if !metadata.is_file() {
+        return Err(MountError::invalid(
+            "InvalidObjectName",
+            format!("object {name:?} is not a regular file"),
+        ));
+    }
+    Ok(Some((real, metadata.len())))
+}
+
+fn read_bounded(real: &Path, size: u64, object: &PlannedObject) -> MountResult<Zeroizing<Vec<u8>>> {
+    let name = &object.object_name;
+    let file = fs::File::open(real).map_err(|e| io_error(name, &e))?;
+    let mut contents = Zeroizing::new(Vec::with_capacity(size as usize));
+    // The file may grow between stat and read: never read past what was sized.
+    file.take(size)
+        .read_to_end(&mut contents)
+        .map_err(|e| io_error(name, &e))?;
+    Ok(contents)
+}
+
+fn io_error(name: &str, error: &std::io::Error) -> MountError {
+    let kind = match error.kind() {
+        std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+        _ => ErrorKind::Internal,
+    };
+    MountError::new(
+        kind,
+        "ReadFailed",
+        format!(
+            "cannot read object {name:?} from the provider's file root: {}",
+            error.kind()
+        ),
+    )
+}
+
+fn objects_too_large(
+    plan: &[PlannedObject],
+    resolved: &[Option<(PathBuf, u64)>],
+    total: u64,
+    max_bytes: usize,
+) -> MountError {
+    let mut sizes: Vec<(&str, u64)> = plan
+        .iter()
+        .zip(resolved)
+        .filter_map(|(object, found)| {
+            found
+                .as_ref()
+                .map(|(_, size)| (object.object_name.as_str(), *size))
+        })
+        .collect();
+    sizes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let largest: Vec<String> = sizes
+        .iter()
+        .take(3)
+        .map(|(name, size)| format!("{name} ({size} bytes)"))
+        .collect();
+    MountError::exhausted(
+        "ResponseTooLarge",
+        format!(
+            "the objects add up to {total} bytes, over the response limit of {max_bytes} bytes \
+             (--max-response-bytes); largest objects: {}",
+            largest.join(", ")
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn backend(root: &Path) -> FileBackend {
+        FileBackend::new(
+            Some(fs::canonicalize(root).unwrap()),
+            Arc::new(VersionKey::random().unwrap()),
+            10,
+            1024,
+        )
+    }
+
+    fn request(objects: &str) -> MountRequest {
+        MountRequest {
+            parameters: BTreeMap::from([("objects".to_string(), objects.to_string())]),
+            default_mode: 0o644,
+            ..Default::default()
+        }
+    }
+
+    async fn mount(backend: &FileBackend, objects: &str) -> MountResult<MountResponse> {
+        backend.mount(&request(objects)).await
+    }
+
+    #[tokio::test]
+    async fn reads_files_with_paths_modes_and_keyed_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("keys")).unwrap();
+        fs::write(dir.path().join("keys/a"), b"alpha").unwrap();
+        let backend = backend(dir.path());
+        let response = mount(
+            &backend,
+            "- objectName: keys/a\n  path: out/A\n  filePermission: 0440\n- objectName: keys/a\n",
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.files[0].path, "out/A");
+        assert_eq!(response.files[0].mode, 0o440);
+        assert_eq!(response.files[0].contents.as_slice(), b"alpha");
+        assert_eq!(response.files[1].path, "keys/a");
+        assert_eq!(response.files[1].mode, 0o644);
+        assert_eq!(response.versions[0].id, "file/out/A");
+        // Same content, different configuration: different versions.
+        assert_ne!(response.versions[0].version, response.versions[1].version);
+        let first = response.versions[1].version.clone();
+        fs::write(dir.path().join("keys/a"), b"beta").unwrap();
+        let rotated = mount(&backend, "- objectName: keys/a\n").await.unwrap();
+        assert_ne!(rotated.versions[0].version, first);
+    }
+
+    #[tokio::test]
+    async fn refuses_names_outside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        fs::write(dir.path().join("outside"), b"x").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), root.join("link")).unwrap();
+        let backend = backend(&root);
+        for name in [
+            "../outside",
+            "/etc/passwd",
+            "a/../../outside",
+            "link",
+            "",
+            ".",
+        ] {
+            let error = mount(&backend, &format!("- objectName: {name:?}\n"))
+                .await
+                .unwrap_err();
+            assert_eq!(error.kind, ErrorKind::InvalidArgument, "{name}: {error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn optional_missing_and_required_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("present"), b"x").unwrap();
+        let backend = backend(dir.path());
+        let response = mount(
+            &backend,
+            "- objectName: present\n- objectName: absent\n  optional: true\n",
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.files.len(), 1);
+        let error = mount(&backend, "- objectName: absent\n").await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::NotFound);
+        let none = mount(&backend, "- objectName: absent\n  optional: true\n")
+            .await
+            .unwrap();
+        assert!(none.files.is_empty());
+        assert_eq!(none.versions.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn size_and_count_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("big"), vec![b'x'; 2000]).unwrap();
+        let backend = backend(dir.path());
+        let error = mount(&backend, "- objectName: big\n").await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::ResourceExhausted);
+        assert!(error.message.contains("big (2000 bytes)"), "{error}");
+        let many: String = (0..11).map(|i| format!("- objectName: f{i}\n")).collect();
+        let error = mount(&backend, &many).await.unwrap_err();
+        assert_eq!(error.reason, "TooManyObjects");
+    }
+
+    #[tokio::test]
+    async fn disabled_without_root_and_unknown_fields() {
+        let off = FileBackend::new(None, Arc::new(VersionKey::random().unwrap()), 10, 1024);
+        let error = off.mount(&request("- objectName: a\n")).await.unwrap_err();
+        assert!(error.message.contains("--file-root"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let error = mount(&backend(dir.path()), "- objectName: a\n  colour: red\n")
+            .await
+            .unwrap_err();
+        assert_eq!(error.reason, "InvalidObjects");
+        assert!(error.message.contains("colour"), "{error}");
+    }
+}

@@ -1,0 +1,46 @@
+//! The command line: `serve` (the provider), `mount` (a driver emulator and benchmark) and `demo`.
+
+pub mod atomic_writer;
+pub mod client;
+pub mod demo;
+pub mod mount;
+
+use clap::{Parser, Subcommand};
+
+use crate::server::ServeConfig;
+use crate::telemetry::logging::LogFormat;
+
+/// A Secrets Store CSI driver provider for Vault/OpenBao, AWS, GCP and local files.
+#[derive(Debug, Parser)]
+#[command(name = "openclaw-csi-provider", version, about)]
+pub struct Cli {
+    /// Log line format.
+    #[arg(
+        long,
+        global = true,
+        env = "OPENCLAW_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `openclaw_csi_provider=debug`.
+    #[arg(
+        long,
+        global = true,
+        env = "OPENCLAW_LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the provider protocol on a Unix socket (what the DaemonSet runs).
+    Serve(ServeConfig),
+    /// Call Mount on a provider socket the way the driver does and write the files the way it does.
+    Mount(mount::MountArgs),
+    /// Run the provider with the file backend and mount example OpenClaw keys, all locally.
+    Demo(demo::DemoArgs),
+}

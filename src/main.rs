@@ -1,0 +1,27 @@
+//! The `openclaw-csi-provider` command: parses arguments and calls into the library.
+
+use clap::Parser;
+use openclaw_csi_provider::cli::{Cli, Command, demo, mount};
+use openclaw_csi_provider::server;
+use openclaw_csi_provider::telemetry::logging::{self, LogFormat};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(config) => {
+            logging::init(cli.log_format, &cli.log_level).map_err(anyhow::Error::msg)?;
+            server::run(config, server::shutdown_signal()).await?;
+        }
+        Command::Mount(args) => {
+            logging::init(LogFormat::Text, "warn").map_err(anyhow::Error::msg)?;
+            mount::run(args).await?;
+        }
+        Command::Demo(args) => {
+            // The demo's own output is the story; provider logs only for warnings.
+            logging::init(LogFormat::Text, "warn").map_err(anyhow::Error::msg)?;
+            demo::run(args).await?;
+        }
+    }
+    Ok(())
+}

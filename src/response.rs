@@ -1,0 +1,306 @@
+//! The Mount response: files and object versions, validated exactly as the driver validates them before
+//! anything is returned, and bounded in size.
+//!
+//! [`validate_file_path`] is the driver's path rule; the `mount` emulator uses it too.
+
+use std::collections::BTreeSet;
+
+use prost::Message;
+use zeroize::Zeroizing;
+
+use crate::error::{MountError, MountResult};
+use crate::proto;
+
+/// The driver's limit on a whole path.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// The driver's limit on one path component.
+pub const MAX_COMPONENT_BYTES: usize = 255;
+/// The driver's default `--max-call-recv-msg-size`.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// One file for the driver to write into the volume.
+pub struct MountedFile {
+    /// Relative, clean path inside the mount.
+    pub path: String,
+    /// Permission bits, 0..=0o777.
+    pub mode: u32,
+    pub contents: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for MountedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountedFile")
+            .field("path", &self.path)
+            .field("mode", &format_args!("{:04o}", self.mode))
+            .field("bytes", &self.contents.len())
+            .finish()
+    }
+}
+
+/// The version of one mounted object: a backend version id or a keyed HMAC, never a plain hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersion {
+    pub id: String,
+    pub version: String,
+}
+
+/// What a backend fetched for one mount.
+#[derive(Debug, Default)]
+pub struct MountResponse {
+    pub files: Vec<MountedFile>,
+    pub versions: Vec<ObjectVersion>,
+}
+
+impl MountResponse {
+    /// Checks every rule the driver applies and the size limit, then builds the wire message.
+    pub fn into_proto(self, max_bytes: usize) -> MountResult<proto::MountResponse> {
+        self.validate()?;
+        let sizes: Vec<(String, usize)> = self
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), f.contents.len()))
+            .collect();
+        let message = proto::MountResponse {
+            object_version: self
+                .versions
+                .into_iter()
+                .map(|v| proto::ObjectVersion {
+                    id: v.id,
+                    version: v.version,
+                })
+                .collect(),
+            error: None,
+            files: self
+                .files
+                .into_iter()
+                .map(|mut f| proto::File {
+                    path: f.path,
+                    mode: f.mode as i32,
+                    contents: std::mem::take(&mut *f.contents),
+                })
+                .collect(),
+        };
+        let encoded = message.encoded_len();
+        if encoded > max_bytes {
+            return Err(too_large(encoded, max_bytes, sizes));
+        }
+        Ok(message)
+    }
+
+    /// The driver's rules: clean relative paths, no duplicates, modes in range, at least one version.
+    pub fn validate(&self) -> MountResult<()> {
+        let mut paths = BTreeSet::new();
+        for file in &self.files {
+            validate_file_path(&file.path).map_err(|why| {
+                MountError::invalid(
+                    "InvalidFilePath",
+                    format!("file path {:?} {why}", file.path),
+                )
+            })?;
+            if file.mode > 0o777 {
+                return Err(MountError::invalid(
+                    "InvalidFileMode",
+                    format!("file {:?} has mode {:o}, over 0777", file.path, file.mode),
+                ));
+            }
+            if !paths.insert(file.path.as_str()) {
+                return Err(MountError::invalid(
+                    "DuplicateFilePath",
+                    format!(
+                        "two objects write the file {:?}: give each a distinct path",
+                        file.path
+                    ),
+                ));
+            }
+        }
+        reject_file_directory_clash(&paths)?;
+        validate_versions(&self.versions)
+    }
+}
+
+/// `a` and `a/b` cannot both be written: `a` would have to be a file and a directory.
+fn reject_file_directory_clash(paths: &BTreeSet<&str>) -> MountResult<()> {
+    for path in paths {
+        let mut prefix_end = 0;
+        while let Some(slash) = path[prefix_end..].find('/') {
+            prefix_end += slash;
+            let parent = &path[..prefix_end];
+            if paths.contains(parent) {
+                return Err(MountError::invalid(
+                    "DuplicateFilePath",
+                    format!("{parent:?} is a file, so {path:?} cannot be written below it"),
+                ));
+            }
+            prefix_end += 1;
+        }
+    }
+    Ok(())
+}
+
+fn validate_versions(versions: &[ObjectVersion]) -> MountResult<()> {
+    if versions.is_empty() {
+        return Err(MountError::internal(
+            "MissingObjectVersions",
+            "the backend returned no object versions (the driver refuses such a response)",
+        ));
+    }
+    let mut ids = BTreeSet::new();
+    for version in versions {
+        if version.id.is_empty() || !ids.insert(version.id.as_str()) {
+            return Err(MountError::internal(
+                "InvalidObjectVersions",
+                format!("object version id {:?} is empty or repeated", version.id),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn too_large(encoded: usize, max_bytes: usize, mut sizes: Vec<(String, usize)>) -> MountError {
+    sizes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let largest: Vec<String> = sizes
+        .iter()
+        .take(3)
+        .map(|(path, size)| format!("{path} ({size} bytes)"))
+        .collect();
+    MountError::exhausted(
+        "ResponseTooLarge",
+        format!(
+            "the mount response would be {encoded} bytes, over the limit of {max_bytes} bytes \
+             (--max-response-bytes; the driver's --max-call-recv-msg-size must be at least as large); \
+             largest objects: {}",
+            largest.join(", ")
+        ),
+    )
+}
+
+/// The driver's rule for a file path (secrets-store-csi-driver `validateFilePath`), plus no NUL byte.
+/// Returns why the path is refused.
+pub fn validate_file_path(path: &str) -> Result<(), &'static str> {
+    if path.is_empty() {
+        return Err("is empty");
+    }
+    if path.starts_with('/') {
+        return Err("is absolute: it must be relative to the mount");
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err("is longer than 4096 bytes");
+    }
+    if path.contains('\0') {
+        return Err("contains a NUL byte");
+    }
+    let components: Vec<&str> = path.split('/').collect();
+    if components[0].starts_with("..") {
+        return Err("starts with '..', which the driver reserves for its own entries");
+    }
+    for component in &components {
+        match *component {
+            "" => return Err("is not clean: it has an empty component ('a//b' or a trailing '/')"),
+            "." => return Err("is not clean: it has a '.' component"),
+            ".." => return Err("has a '..' component"),
+            c if c.len() > MAX_COMPONENT_BYTES => {
+                return Err("has a component longer than 255 bytes");
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, mode: u32, contents: &[u8]) -> MountedFile {
+        MountedFile {
+            path: path.into(),
+            mode,
+            contents: Zeroizing::new(contents.to_vec()),
+        }
+    }
+
+    fn version(id: &str) -> ObjectVersion {
+        ObjectVersion {
+            id: id.into(),
+            version: "v".into(),
+        }
+    }
+
+    #[test]
+    fn driver_path_rules() {
+        for good in ["foo", "foo/bar", "a.b", "dir/..x", ".hidden", "x/y/z"] {
+            assert_eq!(validate_file_path(good), Ok(()), "{good}");
+        }
+        let long_component = "a".repeat(256);
+        let long_path = "a/".repeat(2049);
+        for bad in [
+            "",
+            "/dev/null",
+            "..sneaky.txt",
+            "foo/../etc/password",
+            "foo////bar",
+            "./foo",
+            "foo/",
+            "a/./b",
+            "..",
+            long_component.as_str(),
+            long_path.as_str(),
+            "a\0b",
+        ] {
+            assert!(validate_file_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_duplicates_clashes_modes_and_missing_versions() {
+        let dup = MountResponse {
+            files: vec![file("a", 0o644, b"1"), file("a", 0o644, b"2")],
+            versions: vec![version("x")],
+        };
+        assert_eq!(dup.validate().unwrap_err().reason, "DuplicateFilePath");
+        let clash = MountResponse {
+            files: vec![file("a", 0o644, b"1"), file("a/b", 0o644, b"2")],
+            versions: vec![version("x")],
+        };
+        assert_eq!(clash.validate().unwrap_err().reason, "DuplicateFilePath");
+        let mode = MountResponse {
+            files: vec![file("a", 0o1000, b"1")],
+            versions: vec![version("x")],
+        };
+        assert_eq!(mode.validate().unwrap_err().reason, "InvalidFileMode");
+        let none = MountResponse {
+            files: vec![file("a", 0o644, b"1")],
+            versions: vec![],
+        };
+        assert_eq!(none.validate().unwrap_err().reason, "MissingObjectVersions");
+    }
+
+    #[test]
+    fn size_limit_names_the_largest_objects() {
+        let response = MountResponse {
+            files: vec![
+                file("small", 0o644, &[0; 10]),
+                file("big", 0o644, &[0; 3000]),
+                file("medium", 0o644, &[0; 500]),
+            ],
+            versions: vec![version("x")],
+        };
+        let error = response.into_proto(1024).unwrap_err();
+        assert_eq!(error.reason, "ResponseTooLarge");
+        let big = error.message.find("big (3000 bytes)").unwrap();
+        let medium = error.message.find("medium (500 bytes)").unwrap();
+        assert!(big < medium, "{}", error.message);
+    }
+
+    #[test]
+    fn converts_to_the_wire_message() {
+        let response = MountResponse {
+            files: vec![file("dir/key", 0o440, b"value")],
+            versions: vec![version("file/dir/key")],
+        };
+        let message = response.into_proto(DEFAULT_MAX_RESPONSE_BYTES).unwrap();
+        assert_eq!(message.files[0].mode, 0o440);
+        assert_eq!(message.files[0].contents, b"value");
+        assert_eq!(message.object_version[0].id, "file/dir/key");
+    }
+}

@@ -1,0 +1,208 @@
+//! `serve`: builds the backends, binds the socket and the health server, serves gRPC until shutdown,
+//! lets in-flight mounts finish within a bounded grace period, and removes the socket.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::backend::Backends;
+use crate::backend::file::FileBackend;
+use crate::backend::objects::DEFAULT_MAX_OBJECTS;
+use crate::proto::csi_driver_provider_server::CsiDriverProviderServer;
+use crate::response::DEFAULT_MAX_RESPONSE_BYTES;
+use crate::service::{MountLimits, ProviderService};
+use crate::telemetry::{health, metrics::Metrics};
+use crate::transport::AuthorityRewrite;
+use crate::transport::socket::{ProviderSocket, SocketError};
+use crate::version_hmac::{VersionKey, VersionKeyError};
+
+/// The provider's settings (flags with environment-variable equivalents).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeConfig {
+    /// Unix socket the driver calls; its base name must be the SecretProviderClass `provider`.
+    #[arg(
+        long,
+        env = "OPENCLAW_SOCKET",
+        default_value = "/var/run/secrets-store-csi-providers/openclaw.sock"
+    )]
+    pub socket: PathBuf,
+    /// Address of the /healthz, /readyz and /metrics server; empty turns it off.
+    #[arg(long, env = "OPENCLAW_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
+    pub health_addr: String,
+    /// Root directory of the file backend; without it the file backend refuses mounts.
+    #[arg(long, env = "OPENCLAW_FILE_ROOT")]
+    pub file_root: Option<PathBuf>,
+    /// File holding the key for object-version HMACs (created with a random key if missing); without
+    /// it a random key is used and versions change when the provider restarts.
+    #[arg(long, env = "OPENCLAW_HMAC_KEY_FILE")]
+    pub hmac_key_file: Option<PathBuf>,
+    /// Largest Mount response in bytes; keep it at most the driver's --max-call-recv-msg-size.
+    #[arg(long, env = "OPENCLAW_MAX_RESPONSE_BYTES", default_value_t = DEFAULT_MAX_RESPONSE_BYTES)]
+    pub max_response_bytes: usize,
+    /// Most objects one mount may list.
+    #[arg(long, env = "OPENCLAW_MAX_OBJECTS", default_value_t = DEFAULT_MAX_OBJECTS)]
+    pub max_objects: usize,
+    /// Longest one Mount may take, in seconds (kubelet gives up after 120).
+    #[arg(long, env = "OPENCLAW_MOUNT_TIMEOUT", default_value_t = 60)]
+    pub mount_timeout: u64,
+    /// Seconds in-flight mounts get to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "OPENCLAW_GRACE_PERIOD", default_value_t = 10)]
+    pub grace_period: u64,
+}
+
+/// Why the provider could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    #[error(transparent)]
+    VersionKey(#[from] VersionKeyError),
+    #[error("--file-root {path}: {source}")]
+    FileRoot {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("--file-root {0} is not a directory")]
+    FileRootNotDir(String),
+    #[error("cannot listen on --health-addr {addr}: {source}")]
+    Health {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+fn version_key(config: &ServeConfig) -> Result<VersionKey, ServeError> {
+    match &config.hmac_key_file {
+        Some(path) => Ok(VersionKey::load_or_create(path)?),
+        None => {
+            tracing::warn!(
+                "no --hmac-key-file: object versions use a key that changes when the provider restarts"
+            );
+            Ok(VersionKey::random()?)
+        }
+    }
+}
+
+fn file_root(config: &ServeConfig) -> Result<Option<PathBuf>, ServeError> {
+    let Some(root) = &config.file_root else {
+        return Ok(None);
+    };
+    let shown = root.display().to_string();
+    let canonical = std::fs::canonicalize(root).map_err(|source| ServeError::FileRoot {
+        path: shown.clone(),
+        source,
+    })?;
+    if !canonical.is_dir() {
+        return Err(ServeError::FileRootNotDir(shown));
+    }
+    Ok(Some(canonical))
+}
+
+fn backends(config: &ServeConfig) -> Result<Backends, ServeError> {
+    let versions = Arc::new(version_key(config)?);
+    let file = FileBackend::new(
+        file_root(config)?,
+        versions,
+        config.max_objects,
+        config.max_response_bytes,
+    );
+    Ok(Backends::new(vec![Arc::new(file)]))
+}
+
+/// Serves until `shutdown` completes, then drains for at most the grace period.
+pub async fn run(
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let backends = backends(&config)?;
+    let metrics = Arc::new(Metrics::default());
+    let mut socket = ProviderSocket::bind(&config.socket)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let health_addr = start_health(&config, &socket, &metrics, stop_rx.clone()).await?;
+    tracing::info!(
+        socket = %socket.path().display(),
+        health = health_addr.as_deref().unwrap_or("off"),
+        backends = ?backends.names(),
+        version = env!("CARGO_PKG_VERSION"),
+        "serving"
+    );
+    let service = ProviderService::new(
+        backends,
+        MountLimits {
+            max_response_bytes: config.max_response_bytes,
+            timeout: Duration::from_secs(config.mount_timeout),
+        },
+        metrics,
+    );
+    let Some(listener) = socket.take_listener() else {
+        unreachable!("a freshly bound socket has its listener")
+    };
+    let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityRewrite::new));
+    let server = tonic::transport::Server::builder()
+        .add_service(CsiDriverProviderServer::new(service))
+        .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+    let grace = Duration::from_secs(config.grace_period);
+    tokio::select! {
+        result = server => result?,
+        () = async { stopped(stop_rx).await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_seconds = config.grace_period, "grace period over: closing remaining connections");
+        }
+    }
+    tracing::info!(socket = %socket.path().display(), "stopped; removing the socket");
+    drop(socket);
+    Ok(())
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+async fn start_health(
+    config: &ServeConfig,
+    socket: &ProviderSocket,
+    metrics: &Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) -> Result<Option<String>, ServeError> {
+    if config.health_addr.trim().is_empty() {
+        return Ok(None);
+    }
+    let listener =
+        health::bind(&config.health_addr)
+            .await
+            .map_err(|source| ServeError::Health {
+                addr: config.health_addr.clone(),
+                source,
+            })?;
+    let bound = health::local_addr(&listener).map(|a| a.to_string());
+    let socket_path = socket.path().to_path_buf();
+    let metrics = metrics.clone();
+    tokio::spawn(async move {
+        if let Err(e) = health::serve(listener, socket_path, metrics, stopped(stop)).await {
+            tracing::error!(error = %e, "health server stopped");
+        }
+    });
+    Ok(bound)
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
