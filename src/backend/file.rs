@@ -19,7 +19,7 @@ use super::{Backend, BoxFuture};
 use crate::error::{ErrorKind, MountError, MountResult};
 use crate::file_mode::FileMode;
 use crate::request::MountRequest;
-use crate::response::{MountResponse, MountedFile, ObjectVersion};
+use crate::response::{MountResponse, MountedFile, ObjectVersion, validate_file_path};
 use crate::version_hmac::VersionKey;
 
 /// One entry of `objects`.
@@ -74,8 +74,15 @@ impl FileBackend {
             .enumerate()
             .map(|(index, object)| {
                 check_object_name(index, &object.object_name)?;
+                let output_path = object.path.unwrap_or_else(|| object.object_name.clone());
+                validate_file_path(&output_path).map_err(|why| {
+                    MountError::invalid(
+                        "InvalidFilePath",
+                        format!("objects[{index}].path {output_path:?} {why}"),
+                    )
+                })?;
                 Ok(PlannedObject {
-                    output_path: object.path.unwrap_or_else(|| object.object_name.clone()),
+                    output_path,
                     mode: object
                         .file_permission
                         .map_or(request.default_mode, |mode| mode.0),

@@ -269,6 +269,10 @@ impl Rewriter {
         };
         for (name, value) in &mut fields {
             if name.as_slice() == b":authority" && !is_valid_authority(value) {
+                if self.rewritten == 0 {
+                    let shown: String = String::from_utf8_lossy(value).chars().take(256).collect();
+                    tracing::debug!(authority = %shown, "replacing an :authority h2 refuses with localhost (driver before v1.6.0)");
+                }
                 *value = REPLACEMENT_AUTHORITY.to_vec();
                 self.rewritten += 1;
             }

@@ -1,0 +1,125 @@
+//! The `mount` driver emulator and the `demo`, run as a user runs them.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::{BINARY, OPENCLAW_KEYS, Provider};
+
+const EXAMPLE_SPC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/openclaw-file.yaml");
+
+fn mount(provider: &Provider, target: &Path, extra: &[&str]) -> Output {
+    Command::new(BINARY)
+        .arg("mount")
+        .arg("--socket")
+        .arg(&provider.socket)
+        .args(["--spc", EXAMPLE_SPC])
+        .arg("--target")
+        .arg(target)
+        .args(extra)
+        .output()
+        .expect("run mount")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn mount_writes_the_driver_layout_and_never_prints_values() {
+    let provider = Provider::start(&[]);
+    provider.write_openclaw_keys();
+    let target = provider.dir.path().join("mount");
+    let out = mount(&provider, &target, &["--token", &format!("vault={}", write_token(&provider))]);
+    assert!(out.status.success(), "{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    let text = stdout(&out);
+    for (name, value) in OPENCLAW_KEYS {
+        assert!(text.contains(name), "{text}");
+        assert!(!text.contains(value), "values are never printed without --show-values");
+        assert_eq!(fs::read_to_string(target.join(name)).unwrap(), value);
+        assert_eq!(
+            fs::read_link(target.join(name)).unwrap(),
+            Path::new("..data").join(name),
+            "top-level entries are symlinks into ..data"
+        );
+    }
+    assert!(text.contains("0440") && text.contains("file/OPENCLAW_GATEWAY_TOKEN"), "{text}");
+    let mode = fs::metadata(target.join("OPENCLAW_GATEWAY_TOKEN")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o440);
+    let data_dir = fs::read_link(target.join("..data")).unwrap();
+    assert!(data_dir.to_string_lossy().starts_with("..20"), "{data_dir:?}");
+
+    // Nothing changed: nothing rewritten.
+    let out = mount(&provider, &target, &[]);
+    assert!(stdout(&out).contains("unchanged"), "{}", stdout(&out));
+    assert_eq!(fs::read_link(target.join("..data")).unwrap(), data_dir);
+
+    // Rotation: a new data directory, the old one removed.
+    provider.write_object("openclaw/ANTHROPIC_API_KEY", b"sk-ant-rotated");
+    let out = mount(&provider, &target, &["--show-values", "--output", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["written"].as_str().unwrap().starts_with("written to ..20"));
+    let values: Vec<_> = report["files"].as_array().unwrap().iter().map(|f| f["value"].clone()).collect();
+    assert!(values.contains(&serde_json::json!("sk-ant-rotated")));
+    assert_ne!(fs::read_link(target.join("..data")).unwrap(), data_dir);
+    assert!(!target.join(&data_dir).exists());
+    // The token reached the provider in the attributes the driver would send, and was not logged.
+    assert!(!provider.logs().contains("eyJ-emulated-token"));
+}
+
+fn write_token(provider: &Provider) -> String {
+    let path = provider.dir.path().join("token.jwt");
+    fs::write(&path, "eyJ-emulated-token\n").unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn mount_reports_provider_errors_and_exits_non_zero() {
+    let provider = Provider::start(&[]);
+    let target = provider.dir.path().join("mount");
+    let out = mount(&provider, &target, &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("NotFound") && stderr.contains("ObjectNotFound"), "{stderr}");
+    let out = mount(&provider, &target, &["--attribute", "backend=nope"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UnknownBackend"));
+}
+
+#[test]
+fn benchmark_reports_latency_and_rate_as_json() {
+    let provider = Provider::start(&[]);
+    provider.write_openclaw_keys();
+    let out = Command::new(BINARY)
+        .arg("mount")
+        .arg("--socket")
+        .arg(&provider.socket)
+        .args(["--spc", EXAMPLE_SPC, "--repeat", "200", "--concurrency", "8", "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["count"], 200);
+    assert_eq!(report["errors"], 0);
+    assert_eq!(report["concurrency"], 8);
+    for key in ["p50_ms", "p90_ms", "p99_ms", "mounts_per_second"] {
+        assert!(report[key].as_f64().unwrap() > 0.0, "{key}: {report}");
+    }
+    assert!(report["p50_ms"].as_f64() <= report["p99_ms"].as_f64());
+    let (_, metrics) = provider.http_get("/metrics");
+    assert!(metrics.contains(r#"openclaw_provider_mounts_total{backend="file",code="Ok"} 200"#));
+}
+
+#[test]
+fn demo_runs_end_to_end() {
+    let out = Command::new(BINARY).arg("demo").output().unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("OPENCLAW_GATEWAY_TOKEN -> ..data/OPENCLAW_GATEWAY_TOKEN"), "{text}");
+    assert!(text.contains("rotated: file/ANTHROPIC_API_KEY version"), "{text}");
+    assert!(!text.contains("rotated: file/OPENAI_API_KEY"), "only the changed key rotates");
+    assert!(text.contains("nothing rewritten"), "{text}");
+    assert!(!text.contains("NOT-A-REAL"), "the demo shows versions, not values");
+}

@@ -1,0 +1,247 @@
+//! Test support: starts the real `openclaw-csi-provider serve` binary on a temporary socket and file root,
+//! builds Mount requests the way the driver does, and finds the test tools the test command installs.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use openclaw_csi_provider::cli::client;
+use openclaw_csi_provider::proto;
+use openclaw_csi_provider::proto::csi_driver_provider_client::CsiDriverProviderClient;
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_openclaw-csi-provider");
+
+/// The three OpenClaw keys with fake values, as the tests write them.
+pub const OPENCLAW_KEYS: [(&str, &str); 3] = [
+    ("OPENCLAW_GATEWAY_TOKEN", "test-gateway-token-VALUE-MUST-NOT-LEAK"),
+    ("ANTHROPIC_API_KEY", "sk-ant-test-VALUE-MUST-NOT-LEAK"),
+    ("OPENAI_API_KEY", "sk-test-VALUE-MUST-NOT-LEAK"),
+];
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A running provider process.
+pub struct Provider {
+    child: Option<Child>,
+    pub dir: TempDir,
+    pub socket: PathBuf,
+    pub root: PathBuf,
+    pub health: String,
+    log: PathBuf,
+}
+
+impl Provider {
+    /// Starts `serve` with a file root, a health port and any extra flags, and waits until it is ready.
+    pub fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("sock").join("openclaw.sock");
+        let root = dir.path().join("root");
+        fs::create_dir_all(&root).expect("root");
+        let health = format!("127.0.0.1:{}", free_port());
+        let log = dir.path().join("provider.log");
+        let child = spawn_serve(&socket, &root, &health, &log, extra);
+        let provider = Self {
+            child: Some(child),
+            dir,
+            socket,
+            root,
+            health,
+            log,
+        };
+        provider.wait_ready();
+        provider
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("provider did not listen on {} within 10 s; log:\n{}", self.socket.display(), self.logs());
+    }
+
+    /// Writes an object under the file root.
+    pub fn write_object(&self, name: &str, contents: &[u8]) {
+        let path = self.root.join(name);
+        fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
+        fs::write(path, contents).expect("object");
+    }
+
+    /// Writes the three OpenClaw keys under `openclaw/`.
+    pub fn write_openclaw_keys(&self) {
+        for (name, value) in OPENCLAW_KEYS {
+            self.write_object(&format!("openclaw/{name}"), value.as_bytes());
+        }
+    }
+
+    pub async fn client(&self) -> CsiDriverProviderClient<Channel> {
+        client::connect(self.socket.clone()).await.expect("connect to provider")
+    }
+
+    /// Everything the provider logged so far.
+    pub fn logs(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let Some(mut child) = self.child.take() else {
+            panic!("already stopped")
+        };
+        signal(child.id(), "TERM");
+        wait_bounded(&mut child, within)
+    }
+
+    /// Whether the process still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// An HTTP GET on the health server: (status code, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(&self.health, path)
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts `serve` without waiting for it.
+pub fn spawn_serve(socket: &Path, root: &Path, health: &str, log: &Path, extra: &[&str]) -> Child {
+    let log_file = fs::File::create(log).expect("log file");
+    Command::new(BINARY)
+        .arg("serve")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--file-root")
+        .arg(root)
+        .args(["--health-addr", health, "--log-format", "json", "--log-level", "debug"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("spawn provider")
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+pub fn wait_bounded(child: &mut Child, within: Duration) -> ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit within {within:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A minimal HTTP/1.1 GET over loopback: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect health");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("send");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The attributes the driver sends for a pod, plus the given SecretProviderClass parameters.
+pub fn attributes(parameters: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut attributes: BTreeMap<String, String> = parameters
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for (key, value) in [
+        ("secretProviderClass", "openclaw"),
+        ("csi.storage.k8s.io/pod.name", "gateway-0"),
+        ("csi.storage.k8s.io/pod.namespace", "openclaw"),
+        ("csi.storage.k8s.io/pod.uid", "4e1c2a4e-0000-4000-8000-000000000001"),
+        ("csi.storage.k8s.io/serviceAccount.name", "openclaw"),
+        ("csi.storage.k8s.io/ephemeral", "true"),
+    ] {
+        attributes.entry(key.into()).or_insert_with(|| value.into());
+    }
+    attributes
+}
+
+/// A Mount request as the driver builds it.
+pub fn mount_request(parameters: &[(&str, &str)]) -> proto::MountRequest {
+    raw_request(&serde_json::to_string(&attributes(parameters)).expect("json"))
+}
+
+/// A Mount request with the given raw attributes string.
+pub fn raw_request(attributes: &str) -> proto::MountRequest {
+    proto::MountRequest {
+        attributes: attributes.into(),
+        secrets: "null".into(),
+        target_path: "/var/lib/kubelet/pods/4e1c2a4e/volumes/kubernetes.io~csi/secrets/mount".into(),
+        permission: "420".into(),
+        current_object_version: vec![],
+    }
+}
+
+/// `objects` for the three OpenClaw keys.
+pub const OPENCLAW_OBJECTS: &str = "- objectName: openclaw/OPENCLAW_GATEWAY_TOKEN\n  path: OPENCLAW_GATEWAY_TOKEN\n  filePermission: 0440\n- objectName: openclaw/ANTHROPIC_API_KEY\n  path: ANTHROPIC_API_KEY\n- objectName: openclaw/OPENAI_API_KEY\n  path: OPENAI_API_KEY\n";
+
+/// A tool the README's test command installs under `target/test-tools`, or from PATH.
+pub fn test_tool(name: &str) -> PathBuf {
+    let installed = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-tools/venv/bin")
+        .join(name);
+    if installed.exists() {
+        return installed;
+    }
+    if let Some(found) = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|p| p.exists())
+    {
+        return found;
+    }
+    panic!("{name} is not installed: run the README's test command (scripts/test.sh), which installs it");
+}
