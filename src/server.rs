@@ -11,6 +11,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::backend::Backends;
 use crate::backend::file::FileBackend;
+use crate::backend::file_root::FileRoot;
 use crate::backend::objects::DEFAULT_MAX_OBJECTS;
 use crate::proto::csi_driver_provider_server::CsiDriverProviderServer;
 use crate::response::DEFAULT_MAX_RESPONSE_BYTES;
@@ -66,8 +67,6 @@ pub enum ServeError {
         path: String,
         source: std::io::Error,
     },
-    #[error("--file-root {0} is not a directory")]
-    FileRootNotDir(String),
     #[error("cannot listen on --health-addr {addr}: {source}")]
     Health {
         addr: String,
@@ -89,19 +88,16 @@ fn version_key(config: &ServeConfig) -> Result<VersionKey, ServeError> {
     }
 }
 
-fn file_root(config: &ServeConfig) -> Result<Option<PathBuf>, ServeError> {
+fn file_root(config: &ServeConfig) -> Result<Option<FileRoot>, ServeError> {
     let Some(root) = &config.file_root else {
         return Ok(None);
     };
-    let shown = root.display().to_string();
-    let canonical = std::fs::canonicalize(root).map_err(|source| ServeError::FileRoot {
-        path: shown.clone(),
-        source,
-    })?;
-    if !canonical.is_dir() {
-        return Err(ServeError::FileRootNotDir(shown));
-    }
-    Ok(Some(canonical))
+    FileRoot::open(root)
+        .map(Some)
+        .map_err(|source| ServeError::FileRoot {
+            path: root.display().to_string(),
+            source,
+        })
 }
 
 fn backends(config: &ServeConfig) -> Result<Backends, ServeError> {

@@ -8,9 +8,17 @@ use tonic::Code;
 
 /// Sends the request, expects `code` and a message starting with `reason`, then checks the provider
 /// still answers a good mount. Returns the message.
-async fn expect_error(provider: &Provider, request: openclaw_csi_provider::proto::MountRequest, code: Code, reason: &str) -> String {
+async fn expect_error(
+    provider: &Provider,
+    request: openclaw_csi_provider::proto::MountRequest,
+    code: Code,
+    reason: &str,
+) -> String {
     let mut client = provider.client().await;
-    let status = client.mount(request).await.expect_err("the mount must fail");
+    let status = client
+        .mount(request)
+        .await
+        .expect_err("the mount must fail");
     assert_eq!(status.code(), code, "{}", status.message());
     assert!(
         status.message().starts_with(&format!("{reason}: ")),
@@ -18,7 +26,10 @@ async fn expect_error(provider: &Provider, request: openclaw_csi_provider::proto
         status.message()
     );
     assert_eq!(
-        status.metadata().get("x-openclaw-error-code").and_then(|v| v.to_str().ok()),
+        status
+            .metadata()
+            .get("x-openclaw-error-code")
+            .and_then(|v| v.to_str().ok()),
         Some(reason)
     );
     still_serving(provider).await;
@@ -29,7 +40,11 @@ async fn still_serving(provider: &Provider) {
     provider.write_openclaw_keys();
     let mut client = provider.client().await;
     let good = mount_request(&[("backend", "file"), ("objects", OPENCLAW_OBJECTS)]);
-    let response = client.mount(good).await.expect("a good mount after a bad one").into_inner();
+    let response = client
+        .mount(good)
+        .await
+        .expect("a good mount after a bad one")
+        .into_inner();
     assert_eq!(response.files.len(), 3);
 }
 
@@ -48,8 +63,20 @@ async fn expect_invalid_objects(objects: &str, reason: &str) -> String {
 #[tokio::test]
 async fn attributes_that_are_not_a_json_object_of_strings() {
     let provider = Provider::start(&[]);
-    for attributes in ["not json", "[]", r#"{"backend":1}"#, r#"{"backend":"file","x":{"y":"z"}}"#, ""] {
-        expect_error(&provider, raw_request(attributes), Code::InvalidArgument, "InvalidAttributes").await;
+    for attributes in [
+        "not json",
+        "[]",
+        r#"{"backend":1}"#,
+        r#"{"backend":"file","x":{"y":"z"}}"#,
+        "",
+    ] {
+        expect_error(
+            &provider,
+            raw_request(attributes),
+            Code::InvalidArgument,
+            "InvalidAttributes",
+        )
+        .await;
     }
 }
 
@@ -64,7 +91,13 @@ async fn secrets_that_are_not_null_or_an_object() {
 #[tokio::test]
 async fn missing_and_unknown_backend_list_the_valid_names() {
     let provider = Provider::start(&[]);
-    let message = expect_error(&provider, mount_request(&[("objects", "- objectName: a")]), Code::InvalidArgument, "MissingBackend").await;
+    let message = expect_error(
+        &provider,
+        mount_request(&[("objects", "- objectName: a")]),
+        Code::InvalidArgument,
+        "MissingBackend",
+    )
+    .await;
     assert!(message.contains("file"), "{message}");
     let message = expect_error(
         &provider,
@@ -73,7 +106,10 @@ async fn missing_and_unknown_backend_list_the_valid_names() {
         "UnknownBackend",
     )
     .await;
-    assert!(message.contains("\"consul\"") && message.contains("file"), "{message}");
+    assert!(
+        message.contains("\"consul\"") && message.contains("file"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -88,13 +124,22 @@ async fn objects_empty() {
     expect_invalid_objects("", "MissingObjects").await;
     expect_invalid_objects("[]", "MissingObjects").await;
     let provider = Provider::start(&[]);
-    expect_error(&provider, mount_request(&[("backend", "file")]), Code::InvalidArgument, "MissingObjects").await;
+    expect_error(
+        &provider,
+        mount_request(&[("backend", "file")]),
+        Code::InvalidArgument,
+        "MissingObjects",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn object_name_with_dot_dot() {
     let message = expect_invalid_objects("- objectName: ../etc/passwd", "InvalidObjectName").await;
-    assert!(message.contains("objects[0].objectName") && message.contains(".."), "{message}");
+    assert!(
+        message.contains("objects[0].objectName") && message.contains(".."),
+        "{message}"
+    );
     expect_invalid_objects("- objectName: a/../../b", "InvalidObjectName").await;
 }
 
@@ -114,7 +159,10 @@ async fn object_name_through_a_symlink_out_of_the_root() {
     for name in ["escape", "escape-dir/outside-secret"] {
         let message = expect_error(
             &provider,
-            mount_request(&[("backend", "file"), ("objects", &format!("- objectName: {name}"))]),
+            mount_request(&[
+                ("backend", "file"),
+                ("objects", &format!("- objectName: {name}")),
+            ]),
             Code::InvalidArgument,
             "InvalidObjectName",
         )
@@ -125,7 +173,10 @@ async fn object_name_through_a_symlink_out_of_the_root() {
 }
 
 async fn expect_invalid_path(path: &str) -> String {
-    let objects = format!("- objectName: a\n  path: {}\n", serde_json::to_string(path).unwrap());
+    let objects = format!(
+        "- objectName: a\n  path: {}\n",
+        serde_json::to_string(path).unwrap()
+    );
     expect_invalid_objects(&objects, "InvalidFilePath").await
 }
 
@@ -160,7 +211,11 @@ async fn output_path_not_clean() {
 async fn output_path_too_long() {
     let long_path = "d/".repeat(2048) + "f";
     let message = expect_invalid_path(&long_path).await;
-    assert!(message.contains("4096"), "{}", &message[..200.min(message.len())]);
+    assert!(
+        message.contains("4096"),
+        "{}",
+        &message[..200.min(message.len())]
+    );
 }
 
 #[tokio::test]
@@ -177,14 +232,25 @@ async fn two_objects_with_one_output_path() {
     )
     .await;
     assert!(message.contains("\"same\""), "{message}");
-    expect_invalid_objects("- objectName: a\n  path: x\n- objectName: a\n  path: x/y\n", "DuplicateFilePath").await;
+    expect_invalid_objects(
+        "- objectName: a\n  path: x\n- objectName: a\n  path: x/y\n",
+        "DuplicateFilePath",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn file_permission_that_is_not_a_mode() {
     for mode in ["0800", "rw-r--r--", "1000", "-1", "0x1ff"] {
-        let message = expect_invalid_objects(&format!("- objectName: a\n  filePermission: {mode}\n"), "InvalidObjects").await;
-        assert!(message.to_lowercase().contains("mode") || message.contains("0777"), "{mode}: {message}");
+        let message = expect_invalid_objects(
+            &format!("- objectName: a\n  filePermission: {mode}\n"),
+            "InvalidObjects",
+        )
+        .await;
+        assert!(
+            message.to_lowercase().contains("mode") || message.contains("0777"),
+            "{mode}: {message}"
+        );
     }
 }
 
@@ -194,7 +260,13 @@ async fn permission_that_is_not_a_number() {
     for permission in ["rw", "", "0x1a4", "4200"] {
         let mut request = mount_request(&[("backend", "file"), ("objects", "- objectName: a")]);
         request.permission = permission.into();
-        expect_error(&provider, request, Code::InvalidArgument, "InvalidPermission").await;
+        expect_error(
+            &provider,
+            request,
+            Code::InvalidArgument,
+            "InvalidPermission",
+        )
+        .await;
     }
 }
 
@@ -212,17 +284,28 @@ async fn malformed_service_account_tokens() {
             ("objects", "- objectName: a"),
             ("csi.storage.k8s.io/serviceAccount.tokens", tokens),
         ]);
-        let message = expect_error(&provider, request, Code::InvalidArgument, "InvalidServiceAccountTokens").await;
+        let message = expect_error(
+            &provider,
+            request,
+            Code::InvalidArgument,
+            "InvalidServiceAccountTokens",
+        )
+        .await;
         assert!(!message.contains("eyJ-TOKEN-VALUE"), "{message}");
     }
 }
 
 #[tokio::test]
 async fn ten_thousand_objects_hit_a_clear_limit() {
-    let objects: String = (0..10_000).map(|i| format!("- objectName: f{i}\n")).collect();
+    let objects: String = (0..10_000)
+        .map(|i| format!("- objectName: f{i}\n"))
+        .collect();
     let started = std::time::Instant::now();
     let message = expect_invalid_objects(&objects, "TooManyObjects").await;
-    assert!(message.contains("10000") && message.contains("1000"), "{message}");
+    assert!(
+        message.contains("10000") && message.contains("1000"),
+        "{message}"
+    );
     // Not a hang: the provider answered (the bound here is generous; the benchmark measures speed).
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
 }
@@ -234,7 +317,10 @@ async fn a_file_larger_than_the_response_limit() {
     provider.write_object("small", b"x");
     let message = expect_error(
         &provider,
-        mount_request(&[("backend", "file"), ("objects", "- objectName: small\n- objectName: big.bin\n")]),
+        mount_request(&[
+            ("backend", "file"),
+            ("objects", "- objectName: small\n- objectName: big.bin\n"),
+        ]),
         Code::ResourceExhausted,
         "ResponseTooLarge",
     )
@@ -273,13 +359,22 @@ async fn file_backend_without_root_refuses_clearly() {
         assert!(std::time::Instant::now() < deadline, "no socket");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let mut client = openclaw_csi_provider::cli::client::connect(socket.clone()).await.unwrap();
+    let mut client = openclaw_csi_provider::cli::client::connect(socket.clone())
+        .await
+        .unwrap();
     let status = client
-        .mount(mount_request(&[("backend", "file"), ("objects", "- objectName: a")]))
+        .mount(mount_request(&[
+            ("backend", "file"),
+            ("objects", "- objectName: a"),
+        ]))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(status.message().contains("--file-root"), "{}", status.message());
+    assert!(
+        status.message().contains("--file-root"),
+        "{}",
+        status.message()
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -288,7 +383,8 @@ async fn file_backend_without_root_refuses_clearly() {
 async fn no_value_or_token_reaches_logs_or_errors() {
     let provider = Provider::start(&[]);
     provider.write_openclaw_keys();
-    let tokens = r#"{"vault":{"token":"eyJ-SECRET-TOKEN","expirationTimestamp":"2026-01-01T00:00:00Z"}}"#;
+    let tokens =
+        r#"{"vault":{"token":"eyJ-SECRET-TOKEN","expirationTimestamp":"2026-01-01T00:00:00Z"}}"#;
     let mut client = provider.client().await;
     let good = mount_request(&[
         ("backend", "file"),
@@ -299,14 +395,24 @@ async fn no_value_or_token_reaches_logs_or_errors() {
     assert_eq!(response.files.len(), 3);
     let bad = mount_request(&[
         ("backend", "file"),
-        ("objects", "- objectName: openclaw/ANTHROPIC_API_KEY\n  path: /abs\n"),
+        (
+            "objects",
+            "- objectName: openclaw/ANTHROPIC_API_KEY\n  path: /abs\n",
+        ),
         ("csi.storage.k8s.io/serviceAccount.tokens", tokens),
     ]);
     let status = client.mount(bad).await.unwrap_err();
     let (_, metrics) = provider.http_get("/metrics");
     let logs = provider.logs();
-    assert!(logs.contains("\"message\":\"mount\""), "one log line per mount:\n{logs}");
-    for secret in support::OPENCLAW_KEYS.iter().map(|(_, v)| *v).chain(["eyJ-SECRET-TOKEN"]) {
+    assert!(
+        logs.contains("\"message\":\"mount\""),
+        "one log line per mount:\n{logs}"
+    );
+    for secret in support::OPENCLAW_KEYS
+        .iter()
+        .map(|(_, v)| *v)
+        .chain(["eyJ-SECRET-TOKEN"])
+    {
         assert!(!logs.contains(secret), "log leaks {secret}");
         assert!(!metrics.contains(secret), "metrics leak {secret}");
         assert!(!status.message().contains(secret), "error leaks {secret}");

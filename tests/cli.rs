@@ -9,7 +9,10 @@ use std::process::{Command, Output};
 
 use support::{BINARY, OPENCLAW_KEYS, Provider};
 
-const EXAMPLE_SPC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/openclaw-file.yaml");
+const EXAMPLE_SPC: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/examples/openclaw-file.yaml"
+);
 
 fn mount(provider: &Provider, target: &Path, extra: &[&str]) -> Output {
     Command::new(BINARY)
@@ -33,12 +36,24 @@ fn mount_writes_the_driver_layout_and_never_prints_values() {
     let provider = Provider::start(&[]);
     provider.write_openclaw_keys();
     let target = provider.dir.path().join("mount");
-    let out = mount(&provider, &target, &["--token", &format!("vault={}", write_token(&provider))]);
-    assert!(out.status.success(), "{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    let out = mount(
+        &provider,
+        &target,
+        &["--token", &format!("vault={}", write_token(&provider))],
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = stdout(&out);
     for (name, value) in OPENCLAW_KEYS {
         assert!(text.contains(name), "{text}");
-        assert!(!text.contains(value), "values are never printed without --show-values");
+        assert!(
+            !text.contains(value),
+            "values are never printed without --show-values"
+        );
         assert_eq!(fs::read_to_string(target.join(name)).unwrap(), value);
         assert_eq!(
             fs::read_link(target.join(name)).unwrap(),
@@ -46,11 +61,20 @@ fn mount_writes_the_driver_layout_and_never_prints_values() {
             "top-level entries are symlinks into ..data"
         );
     }
-    assert!(text.contains("0440") && text.contains("file/OPENCLAW_GATEWAY_TOKEN"), "{text}");
-    let mode = fs::metadata(target.join("OPENCLAW_GATEWAY_TOKEN")).unwrap().permissions().mode();
+    assert!(
+        text.contains("0440") && text.contains("file/OPENCLAW_GATEWAY_TOKEN"),
+        "{text}"
+    );
+    let mode = fs::metadata(target.join("OPENCLAW_GATEWAY_TOKEN"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o440);
     let data_dir = fs::read_link(target.join("..data")).unwrap();
-    assert!(data_dir.to_string_lossy().starts_with("..20"), "{data_dir:?}");
+    assert!(
+        data_dir.to_string_lossy().starts_with("..20"),
+        "{data_dir:?}"
+    );
 
     // Nothing changed: nothing rewritten.
     let out = mount(&provider, &target, &[]);
@@ -61,8 +85,18 @@ fn mount_writes_the_driver_layout_and_never_prints_values() {
     provider.write_object("openclaw/ANTHROPIC_API_KEY", b"sk-ant-rotated");
     let out = mount(&provider, &target, &["--show-values", "--output", "json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(report["written"].as_str().unwrap().starts_with("written to ..20"));
-    let values: Vec<_> = report["files"].as_array().unwrap().iter().map(|f| f["value"].clone()).collect();
+    assert!(
+        report["written"]
+            .as_str()
+            .unwrap()
+            .starts_with("written to ..20")
+    );
+    let values: Vec<_> = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["value"].clone())
+        .collect();
     assert!(values.contains(&serde_json::json!("sk-ant-rotated")));
     assert_ne!(fs::read_link(target.join("..data")).unwrap(), data_dir);
     assert!(!target.join(&data_dir).exists());
@@ -83,7 +117,10 @@ fn mount_reports_provider_errors_and_exits_non_zero() {
     let out = mount(&provider, &target, &[]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("NotFound") && stderr.contains("ObjectNotFound"), "{stderr}");
+    assert!(
+        stderr.contains("NotFound") && stderr.contains("ObjectNotFound"),
+        "{stderr}"
+    );
     let out = mount(&provider, &target, &["--attribute", "backend=nope"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("UnknownBackend"));
 }
@@ -96,10 +133,23 @@ fn benchmark_reports_latency_and_rate_as_json() {
         .arg("mount")
         .arg("--socket")
         .arg(&provider.socket)
-        .args(["--spc", EXAMPLE_SPC, "--repeat", "200", "--concurrency", "8", "--output", "json"])
+        .args([
+            "--spc",
+            EXAMPLE_SPC,
+            "--repeat",
+            "200",
+            "--concurrency",
+            "8",
+            "--output",
+            "json",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["count"], 200);
     assert_eq!(report["errors"], 0);
@@ -116,10 +166,26 @@ fn benchmark_reports_latency_and_rate_as_json() {
 fn demo_runs_end_to_end() {
     let out = Command::new(BINARY).arg("demo").output().unwrap();
     let text = stdout(&out);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("OPENCLAW_GATEWAY_TOKEN -> ..data/OPENCLAW_GATEWAY_TOKEN"), "{text}");
-    assert!(text.contains("rotated: file/ANTHROPIC_API_KEY version"), "{text}");
-    assert!(!text.contains("rotated: file/OPENAI_API_KEY"), "only the changed key rotates");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("OPENCLAW_GATEWAY_TOKEN -> ..data/OPENCLAW_GATEWAY_TOKEN"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rotated: file/ANTHROPIC_API_KEY version"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("rotated: file/OPENAI_API_KEY"),
+        "only the changed key rotates"
+    );
     assert!(text.contains("nothing rewritten"), "{text}");
-    assert!(!text.contains("NOT-A-REAL"), "the demo shows versions, not values");
+    assert!(
+        !text.contains("NOT-A-REAL"),
+        "the demo shows versions, not values"
+    );
 }

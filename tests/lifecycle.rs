@@ -45,7 +45,11 @@ async fn a_stale_socket_file_is_replaced() {
     let mut child = spawn_serve(&socket, &root, "", &dir.path().join("log"), &[]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(dir.path().join("log")).unwrap());
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(dir.path().join("log")).unwrap()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
@@ -65,7 +69,10 @@ async fn a_second_instance_does_not_break_the_first() {
     // The first instance still serves on its socket.
     let mut client = provider.client().await;
     let response = client
-        .mount(mount_request(&[("backend", "file"), ("objects", OPENCLAW_OBJECTS)]))
+        .mount(mount_request(&[
+            ("backend", "file"),
+            ("objects", OPENCLAW_OBJECTS),
+        ]))
         .await
         .unwrap()
         .into_inner();
@@ -82,7 +89,11 @@ async fn a_path_that_is_not_a_socket_is_left_alone() {
     let status = wait_bounded(&mut child, Duration::from_secs(10));
     assert!(!status.success());
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
-    assert!(std::fs::read_to_string(&log).unwrap().contains("not a socket"));
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("not a socket")
+    );
 }
 
 #[tokio::test]
@@ -92,13 +103,19 @@ async fn an_idle_driver_connection_cannot_hold_shutdown_past_the_grace_period() 
     // The driver keeps its connection open for its whole life.
     let mut client = provider.client().await;
     client
-        .mount(mount_request(&[("backend", "file"), ("objects", OPENCLAW_OBJECTS)]))
+        .mount(mount_request(&[
+            ("backend", "file"),
+            ("objects", OPENCLAW_OBJECTS),
+        ]))
         .await
         .unwrap();
     let started = Instant::now();
     let status = provider.terminate(Duration::from_secs(15));
     assert!(status.success());
-    assert!(started.elapsed() < Duration::from_secs(12), "bounded by the grace period");
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "bounded by the grace period"
+    );
     assert!(!provider.socket.exists());
 }
 
@@ -111,6 +128,10 @@ async fn health_address_in_use_is_a_clear_start_error() {
     let mut child = spawn_serve(&dir.path().join("s.sock"), dir.path(), &addr, &log, &[]);
     let status = wait_bounded(&mut child, Duration::from_secs(10));
     assert!(!status.success());
-    assert!(std::fs::read_to_string(&log).unwrap().contains("--health-addr"));
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("--health-addr")
+    );
     assert!(!dir.path().join("s.sock").exists(), "no socket left behind");
 }

@@ -27,7 +27,9 @@ async fn version_reports_protocol_name_and_crate_version() {
     let provider = Provider::start(&[]);
     let mut client = provider.client().await;
     let version = client
-        .version(proto::VersionRequest { version: "v1alpha1".into() })
+        .version(proto::VersionRequest {
+            version: "v1alpha1".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -50,7 +52,14 @@ async fn mount_returns_files_modes_and_stable_versions() {
     assert_eq!(files["OPENCLAW_GATEWAY_TOKEN"].mode, 0o440);
     assert_eq!(files["ANTHROPIC_API_KEY"].mode, 0o644);
     let ids: Vec<_> = first.object_version.iter().map(|v| v.id.as_str()).collect();
-    assert_eq!(ids, ["file/OPENCLAW_GATEWAY_TOKEN", "file/ANTHROPIC_API_KEY", "file/OPENAI_API_KEY"]);
+    assert_eq!(
+        ids,
+        [
+            "file/OPENCLAW_GATEWAY_TOKEN",
+            "file/ANTHROPIC_API_KEY",
+            "file/OPENAI_API_KEY"
+        ]
+    );
     assert!(first.error.is_none());
 
     let again = client.mount(request.clone()).await.unwrap().into_inner();
@@ -58,7 +67,10 @@ async fn mount_returns_files_modes_and_stable_versions() {
     provider.write_object("openclaw/OPENAI_API_KEY", b"sk-rotated");
     let rotated = client.mount(request).await.unwrap().into_inner();
     assert_eq!(rotated.object_version[0], first.object_version[0]);
-    assert_ne!(rotated.object_version[2].version, first.object_version[2].version);
+    assert_ne!(
+        rotated.object_version[2].version,
+        first.object_version[2].version
+    );
 }
 
 #[tokio::test]
@@ -72,14 +84,30 @@ async fn hmac_key_file_keeps_versions_across_restarts() {
         provider.write_openclaw_keys();
         let mut client = provider.client().await;
         let request = mount_request(&[("backend", "file"), ("objects", OPENCLAW_OBJECTS)]);
-        versions.push(client.mount(request).await.unwrap().into_inner().object_version);
+        versions.push(
+            client
+                .mount(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .object_version,
+        );
     }
     assert_eq!(versions[0], versions[1]);
     let other = Provider::start(&[]);
     other.write_openclaw_keys();
     let request = mount_request(&[("backend", "file"), ("objects", OPENCLAW_OBJECTS)]);
-    let unkeyed = other.client().await.mount(request).await.unwrap().into_inner();
-    assert_ne!(unkeyed.object_version, versions[0], "versions are keyed, not a plain hash");
+    let unkeyed = other
+        .client()
+        .await
+        .mount(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(
+        unkeyed.object_version, versions[0],
+        "versions are keyed, not a plain hash"
+    );
 }
 
 #[tokio::test]
@@ -88,7 +116,11 @@ async fn volume_attributes_override_parameters_but_not_the_root() {
     provider.write_object("a", b"x");
     // A pod author can set any attribute; the file root is the provider's flag, never a parameter.
     let mut client = provider.client().await;
-    let request = mount_request(&[("backend", "file"), ("objects", "- objectName: a"), ("fileRoot", "/etc")]);
+    let request = mount_request(&[
+        ("backend", "file"),
+        ("objects", "- objectName: a"),
+        ("fileRoot", "/etc"),
+    ]);
     let response = client.mount(request).await.unwrap().into_inner();
     assert_eq!(response.files[0].contents, b"x");
 }
@@ -117,7 +149,8 @@ impl StreamResult {
     /// The first gRPC message of the response body.
     fn message(&self) -> &[u8] {
         assert!(self.data.len() >= 5, "no gRPC message in {self:?}");
-        let len = u32::from_be_bytes([self.data[1], self.data[2], self.data[3], self.data[4]]) as usize;
+        let len =
+            u32::from_be_bytes([self.data[1], self.data[2], self.data[3], self.data[4]]) as usize;
         &self.data[5..5 + len]
     }
 }
@@ -150,8 +183,12 @@ struct RawClient {
 impl RawClient {
     fn connect(socket: &Path) -> Self {
         let mut stream = UnixStream::connect(socket).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .unwrap();
         stream.write_all(&frame(0x4, 0, 0, &[])).unwrap();
         Self {
             stream,
@@ -172,15 +209,20 @@ impl RawClient {
             (b"te", b"trailers"),
         ];
         let block = self.encoder.encode(headers);
-        self.stream.write_all(&frame(0x1, 0x4, stream_id, &block)).unwrap();
-        self.stream.write_all(&frame(0x0, 0x1, stream_id, body)).unwrap();
+        self.stream
+            .write_all(&frame(0x1, 0x4, stream_id, &block))
+            .unwrap();
+        self.stream
+            .write_all(&frame(0x0, 0x1, stream_id, body))
+            .unwrap();
     }
 
     fn read_frame(&mut self) -> Option<(u8, u8, u32, Vec<u8>)> {
         let mut header = [0u8; 9];
         self.stream.read_exact(&mut header).ok()?;
         let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
-        let stream_id = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
+        let stream_id =
+            u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
         let mut payload = vec![0u8; len];
         self.stream.read_exact(&mut payload).ok()?;
         Some((header[3], header[4], stream_id, payload))
@@ -188,19 +230,30 @@ impl RawClient {
 
     /// Reads until every stream ended or was reset, the server went away, or 5 s passed.
     fn collect(&mut self, streams: &[u32]) -> HashMap<u32, StreamResult> {
-        let mut results: HashMap<u32, StreamResult> = streams.iter().map(|s| (*s, StreamResult::default())).collect();
+        let mut results: HashMap<u32, StreamResult> = streams
+            .iter()
+            .map(|s| (*s, StreamResult::default()))
+            .collect();
         while results.values().any(|r| !r.ended) {
-            let Some((kind, flags, stream_id, payload)) = self.read_frame() else { break };
+            let Some((kind, flags, stream_id, payload)) = self.read_frame() else {
+                break;
+            };
             match kind {
                 0x4 if flags & 0x1 == 0 => self.stream.write_all(&frame(0x4, 0x1, 0, &[])).unwrap(),
                 0x7 => break, // GOAWAY
                 0x0 | 0x1 | 0x3 => {
-                    let Some(result) = results.get_mut(&stream_id) else { continue };
+                    let Some(result) = results.get_mut(&stream_id) else {
+                        continue;
+                    };
                     match kind {
                         0x0 => result.data.extend(&payload),
-                        0x1 => result.header_blocks.push(self.decoder.decode(&payload).unwrap()),
+                        0x1 => result
+                            .header_blocks
+                            .push(self.decoder.decode(&payload).unwrap()),
                         _ => {
-                            result.reset = Some(u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]));
+                            result.reset = Some(u32::from_be_bytes([
+                                payload[0], payload[1], payload[2], payload[3],
+                            ]));
                             result.ended = true;
                         }
                     }
@@ -218,7 +271,14 @@ impl RawClient {
 /// Version on stream 1 and Mount on stream 3 of one connection, both with the given authority.
 fn version_and_mount(socket: &Path, authority: &str) -> HashMap<u32, StreamResult> {
     let mut client = RawClient::connect(socket);
-    client.send(1, "Version", authority, &grpc_body(&proto::VersionRequest { version: "v1alpha1".into() }));
+    client.send(
+        1,
+        "Version",
+        authority,
+        &grpc_body(&proto::VersionRequest {
+            version: "v1alpha1".into(),
+        }),
+    );
     let mount = mount_request(&[("backend", "file"), ("objects", OPENCLAW_OBJECTS)]);
     client.send(3, "Mount", authority, &grpc_body(&mount));
     client.collect(&[1, 3])
@@ -227,8 +287,16 @@ fn version_and_mount(socket: &Path, authority: &str) -> HashMap<u32, StreamResul
 fn assert_served(results: &HashMap<u32, StreamResult>) {
     for (stream, result) in results {
         assert_eq!(result.reset, None, "stream {stream} was reset: {result:?}");
-        assert_eq!(result.header(":status").as_deref(), Some("200"), "stream {stream}");
-        assert_eq!(result.header("grpc-status").as_deref(), Some("0"), "stream {stream}: {result:?}");
+        assert_eq!(
+            result.header(":status").as_deref(),
+            Some("200"),
+            "stream {stream}"
+        );
+        assert_eq!(
+            result.header("grpc-status").as_deref(),
+            Some("0"),
+            "stream {stream}: {result:?}"
+        );
     }
     let version = proto::VersionResponse::decode(results[&1].message()).unwrap();
     assert_eq!(version.runtime_name, "openclaw-csi-provider");
@@ -241,11 +309,15 @@ async fn serves_drivers_before_1_6_that_send_the_socket_path_as_authority() {
     let provider = Provider::start(&[]);
     provider.write_openclaw_keys();
     let socket = provider.socket.clone();
-    let results = tokio::task::spawn_blocking(move || version_and_mount(&socket, SOCKET_PATH_AUTHORITY))
-        .await
-        .unwrap();
+    let results =
+        tokio::task::spawn_blocking(move || version_and_mount(&socket, SOCKET_PATH_AUTHORITY))
+            .await
+            .unwrap();
     assert_served(&results);
-    assert!(provider.logs().contains(SOCKET_PATH_AUTHORITY), "the rewrite is logged at debug");
+    assert!(
+        provider.logs().contains(SOCKET_PATH_AUTHORITY),
+        "the rewrite is logged at debug"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -253,7 +325,9 @@ async fn serves_drivers_from_1_6_that_send_localhost() {
     let provider = Provider::start(&[]);
     provider.write_openclaw_keys();
     let socket = provider.socket.clone();
-    let results = tokio::task::spawn_blocking(move || version_and_mount(&socket, "localhost")).await.unwrap();
+    let results = tokio::task::spawn_blocking(move || version_and_mount(&socket, "localhost"))
+        .await
+        .unwrap();
     assert_served(&results);
     assert!(!provider.logs().contains("replacing an :authority"));
 }
@@ -267,7 +341,10 @@ async fn a_stock_tonic_server_resets_the_socket_path_authority() {
     let listener = tokio::net::UnixListener::bind(&socket).unwrap();
     let service = ProviderService::new(
         Backends::default(),
-        MountLimits { max_response_bytes: 1 << 22, timeout: Duration::from_secs(5) },
+        MountLimits {
+            max_response_bytes: 1 << 22,
+            timeout: Duration::from_secs(5),
+        },
         Arc::new(Metrics::default()),
     );
     let server = tokio::spawn(
@@ -278,12 +355,22 @@ async fn a_stock_tonic_server_resets_the_socket_path_authority() {
     let path = socket.clone();
     let results = tokio::task::spawn_blocking(move || {
         let mut client = RawClient::connect(&path);
-        client.send(1, "Version", SOCKET_PATH_AUTHORITY, &grpc_body(&proto::VersionRequest::default()));
+        client.send(
+            1,
+            "Version",
+            SOCKET_PATH_AUTHORITY,
+            &grpc_body(&proto::VersionRequest::default()),
+        );
         client.collect(&[1])
     })
     .await
     .unwrap();
-    assert_eq!(results[&1].reset, Some(0x1), "PROTOCOL_ERROR expected: {:?}", results[&1]);
+    assert_eq!(
+        results[&1].reset,
+        Some(0x1),
+        "PROTOCOL_ERROR expected: {:?}",
+        results[&1]
+    );
     server.abort();
 }
 
@@ -307,7 +394,11 @@ async fn grpcurl_with_unix_and_no_authority_flag() {
     provider.write_openclaw_keys();
     let out = grpcurl(&provider.socket, "Version", r#"{"version":"v1alpha1"}"#);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "grpcurl failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "grpcurl failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let version: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(version["runtimeName"], "openclaw-csi-provider");
     assert_eq!(version["runtimeVersion"], env!("CARGO_PKG_VERSION"));
@@ -321,14 +412,25 @@ async fn grpcurl_with_unix_and_no_authority_flag() {
     });
     let out = grpcurl(&provider.socket, "Mount", &body.to_string());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "grpcurl Mount failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "grpcurl Mount failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mount: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(mount["files"].as_array().map(Vec::len), Some(3));
     // grpcurl dialled with the socket path as :authority, and the provider rewrote it.
     let socket = provider.socket.display().to_string();
-    assert!(provider.logs().contains(&socket), "grpcurl sent the socket path as :authority");
+    assert!(
+        provider.logs().contains(&socket),
+        "grpcurl sent the socket path as :authority"
+    );
 
-    let out = grpcurl(&provider.socket, "Mount", r#"{"attributes":"[]","permission":"420"}"#);
+    let out = grpcurl(
+        &provider.socket,
+        "Mount",
+        r#"{"attributes":"[]","permission":"420"}"#,
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("InvalidArgument"));
 }
@@ -348,15 +450,32 @@ async fn health_readiness_and_metrics() {
     }
     let bad = mount_request(&[("backend", "file"), ("objects", "- objectName: /abs")]);
     client.mount(bad).await.unwrap_err();
-    let unknown = mount_request(&[("backend", "a-pod-authors-random-name"), ("objects", "- objectName: a")]);
+    let unknown = mount_request(&[
+        ("backend", "a-pod-authors-random-name"),
+        ("objects", "- objectName: a"),
+    ]);
     client.mount(unknown).await.unwrap_err();
 
     let (status, metrics) = provider.http_get("/metrics");
     assert_eq!(status, 200);
-    assert!(metrics.contains(r#"openclaw_provider_mounts_total{backend="file",code="Ok"} 3"#), "{metrics}");
-    assert!(metrics.contains(r#"openclaw_provider_mounts_total{backend="file",code="InvalidObjectName"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"openclaw_provider_mount_errors_total{code="UnknownBackend"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"openclaw_provider_mount_duration_seconds_count{backend="file"} 4"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"openclaw_provider_mounts_total{backend="file",code="Ok"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"openclaw_provider_mounts_total{backend="file",code="InvalidObjectName"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"openclaw_provider_mount_errors_total{code="UnknownBackend"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"openclaw_provider_mount_duration_seconds_count{backend="file"} 4"#),
+        "{metrics}"
+    );
     // A pod author's backend name never becomes a label value.
     assert!(!metrics.contains("a-pod-authors-random-name"));
     assert!(metrics.contains(r#"backend="unknown""#));

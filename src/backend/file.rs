@@ -8,12 +8,13 @@
 
 use std::fs;
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 use std::sync::Arc;
 
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use super::file_root::{FileRoot, OpenError};
 use super::objects::parse_objects;
 use super::{Backend, BoxFuture};
 use crate::error::{ErrorKind, MountError, MountResult};
@@ -45,8 +46,8 @@ struct PlannedObject {
 
 /// Reads objects from a directory the provider's admin chose.
 pub struct FileBackend {
-    /// The canonical root, or `None` when the provider was started without `--file-root`.
-    root: Option<PathBuf>,
+    /// The root, or `None` when the provider was started without `--file-root`.
+    root: Option<Arc<FileRoot>>,
     versions: Arc<VersionKey>,
     max_objects: usize,
     max_response_bytes: usize,
@@ -54,13 +55,13 @@ pub struct FileBackend {
 
 impl FileBackend {
     pub fn new(
-        root: Option<PathBuf>,
+        root: Option<FileRoot>,
         versions: Arc<VersionKey>,
         max_objects: usize,
         max_response_bytes: usize,
     ) -> Self {
         Self {
-            root,
+            root: root.map(Arc::new),
             versions,
             max_objects,
             max_response_bytes,
@@ -190,77 +191,69 @@ fn check_object_name(index: usize, name: &str) -> MountResult<()> {
     Ok(())
 }
 
-/// Resolves every object first (so size limits are checked before anything is read), then reads them.
+/// Opens every object first (so size limits are checked before anything is read), then reads them.
 fn read_objects(
-    root: &Path,
+    root: &FileRoot,
     plan: &[PlannedObject],
     max_bytes: usize,
 ) -> MountResult<Vec<Option<Zeroizing<Vec<u8>>>>> {
-    let mut resolved = Vec::with_capacity(plan.len());
+    let mut opened = Vec::with_capacity(plan.len());
     let mut total: u64 = 0;
     for object in plan {
-        let found = resolve(root, object)?;
+        let found = open_object(root, object)?;
         if let Some((_, size)) = &found {
             total = total.saturating_add(*size);
         }
-        resolved.push(found);
+        opened.push(found);
     }
     if total > max_bytes as u64 {
-        return Err(objects_too_large(plan, &resolved, total, max_bytes));
+        return Err(objects_too_large(plan, &opened, total, max_bytes));
     }
     plan.iter()
-        .zip(resolved)
+        .zip(opened)
         .map(|(object, found)| match found {
             None => Ok(None),
-            Some((real, size)) => read_bounded(&real, size, object).map(Some),
+            Some((file, size)) => read_bounded(file, size, object).map(Some),
         })
         .collect()
 }
 
-/// The real path and size of an object, `None` for a missing optional one.
-fn resolve(root: &Path, object: &PlannedObject) -> MountResult<Option<(PathBuf, u64)>> {
+/// The open file and its size, `None` for a missing optional object.
+fn open_object(root: &FileRoot, object: &PlannedObject) -> MountResult<Option<(fs::File, u64)>> {
     let name = &object.object_name;
-    let real = match fs::canonicalize(root.join(name)) {
-        Ok(real) => real,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if object.optional {
-                return Ok(None);
-            }
-            return Err(MountError::not_found(
-                "ObjectNotFound",
-                format!(
-                    "object {name:?} does not exist in the provider's file root (mark it optional: true to skip it)"
-                ),
-            ));
-        }
-        Err(e) => return Err(io_error(name, &e)),
-    };
-    if !real.starts_with(root) {
-        return Err(MountError::invalid(
+    match root.open_file(name) {
+        Ok(found) => Ok(Some(found)),
+        Err(OpenError::NotFound) if object.optional => Ok(None),
+        Err(OpenError::NotFound) => Err(MountError::not_found(
+            "ObjectNotFound",
+            format!(
+                "object {name:?} does not exist in the provider's file root (mark it optional: true to skip it)"
+            ),
+        )),
+        Err(OpenError::Outside) => Err(MountError::invalid(
             "InvalidObjectName",
             format!(
                 "object {name:?} resolves outside the provider's file root (through a symlink)"
             ),
-        ));
-    }
-    let metadata = fs::metadata(&real).map_err(|e| io_error(name, &e))?;
-    if !metadata.is_file() {
-        return Err(MountError::invalid(
+        )),
+        Err(OpenError::NotRegularFile) => Err(MountError::invalid(
             "InvalidObjectName",
             format!("object {name:?} is not a regular file"),
-        ));
+        )),
+        Err(OpenError::Io(e)) => Err(io_error(name, &e)),
     }
-    Ok(Some((real, metadata.len())))
 }
 
-fn read_bounded(real: &Path, size: u64, object: &PlannedObject) -> MountResult<Zeroizing<Vec<u8>>> {
-    let name = &object.object_name;
-    let file = fs::File::open(real).map_err(|e| io_error(name, &e))?;
+fn read_bounded(
+    file: fs::File,
+    size: u64,
+    object: &PlannedObject,
+) -> MountResult<Zeroizing<Vec<u8>>> {
     let mut contents = Zeroizing::new(Vec::with_capacity(size as usize));
     // The file may grow between stat and read: never read past what was sized.
     file.take(size)
         .read_to_end(&mut contents)
-        .map_err(|e| io_error(name, &e))?;
+        .map_err(|e| io_error(&object.object_name, &e))?;
     Ok(contents)
 }
 
@@ -281,13 +274,13 @@ fn io_error(name: &str, error: &std::io::Error) -> MountError {
 
 fn objects_too_large(
     plan: &[PlannedObject],
-    resolved: &[Option<(PathBuf, u64)>],
+    opened: &[Option<(fs::File, u64)>],
     total: u64,
     max_bytes: usize,
 ) -> MountError {
     let mut sizes: Vec<(&str, u64)> = plan
         .iter()
-        .zip(resolved)
+        .zip(opened)
         .filter_map(|(object, found)| {
             found
                 .as_ref()
@@ -317,7 +310,7 @@ mod tests {
 
     fn backend(root: &Path) -> FileBackend {
         FileBackend::new(
-            Some(fs::canonicalize(root).unwrap()),
+            Some(FileRoot::open(root).unwrap()),
             Arc::new(VersionKey::random().unwrap()),
             10,
             1024,

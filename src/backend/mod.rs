@@ -5,6 +5,7 @@
 //! list of valid ones.
 
 pub mod file;
+pub mod file_root;
 pub mod objects;
 
 use std::future::Future;

@@ -14,8 +14,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, BytesMut};
-use loona_hpack::Decoder;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::hpack::{HeaderField, HpackDecoder};
 
 /// The HTTP/2 client connection preface.
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -93,20 +94,18 @@ pub struct Rewriter {
     phase: Phase,
     input: BytesMut,
     output: BytesMut,
-    decoder: Decoder<'static>,
+    decoder: HpackDecoder,
     block: Option<OpenBlock>,
     rewritten: u64,
 }
 
 impl Default for Rewriter {
     fn default() -> Self {
-        let mut decoder = Decoder::new();
-        decoder.set_max_allowed_table_size(HEADER_TABLE_SIZE);
         Self {
             phase: Phase::Preface,
             input: BytesMut::new(),
             output: BytesMut::new(),
-            decoder,
+            decoder: HpackDecoder::new(HEADER_TABLE_SIZE),
             block: None,
             rewritten: 0,
         }
@@ -314,7 +313,7 @@ fn is_valid_authority(value: &[u8]) -> bool {
 }
 
 /// HPACK "literal header field never indexed" with literal names and no Huffman coding (RFC 7541 §6.2.3).
-fn encode_without_indexing(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+fn encode_without_indexing(fields: &[HeaderField]) -> Vec<u8> {
     let mut out = Vec::with_capacity(fields.iter().map(|(n, v)| n.len() + v.len() + 8).sum());
     for (name, value) in fields {
         out.push(0x10);
@@ -468,7 +467,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityRewrite<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loona_hpack::Encoder;
+    use loona_hpack::{Decoder, Encoder};
 
     fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
         let mut out = BytesMut::new();
@@ -499,7 +498,7 @@ mod tests {
 
     /// Splits the rewriter's output into frames and decodes every header block with a fresh decoder
     /// (as h2 would), returning (frame kinds, decoded blocks).
-    type HeaderList = Vec<(Vec<u8>, Vec<u8>)>;
+    type HeaderList = Vec<HeaderField>;
 
     fn read_back(mut bytes: &[u8]) -> (Vec<u8>, Vec<HeaderList>) {
         assert!(bytes.starts_with(PREFACE));

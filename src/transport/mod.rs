@@ -2,6 +2,7 @@
 //! layer every accepted connection goes through ([`authority`]). Knows nothing about backends.
 
 pub mod authority;
+pub mod hpack;
 pub mod socket;
 
 use tokio::net::UnixStream;

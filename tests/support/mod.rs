@@ -20,7 +20,10 @@ pub const BINARY: &str = env!("CARGO_BIN_EXE_openclaw-csi-provider");
 
 /// The three OpenClaw keys with fake values, as the tests write them.
 pub const OPENCLAW_KEYS: [(&str, &str); 3] = [
-    ("OPENCLAW_GATEWAY_TOKEN", "test-gateway-token-VALUE-MUST-NOT-LEAK"),
+    (
+        "OPENCLAW_GATEWAY_TOKEN",
+        "test-gateway-token-VALUE-MUST-NOT-LEAK",
+    ),
     ("ANTHROPIC_API_KEY", "sk-ant-test-VALUE-MUST-NOT-LEAK"),
     ("OPENAI_API_KEY", "sk-test-VALUE-MUST-NOT-LEAK"),
 ];
@@ -73,7 +76,11 @@ impl Provider {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("provider did not listen on {} within 10 s; log:\n{}", self.socket.display(), self.logs());
+        panic!(
+            "provider did not listen on {} within 10 s; log:\n{}",
+            self.socket.display(),
+            self.logs()
+        );
     }
 
     /// Writes an object under the file root.
@@ -91,7 +98,9 @@ impl Provider {
     }
 
     pub async fn client(&self) -> CsiDriverProviderClient<Channel> {
-        client::connect(self.socket.clone()).await.expect("connect to provider")
+        client::connect(self.socket.clone())
+            .await
+            .expect("connect to provider")
     }
 
     /// Everything the provider logged so far.
@@ -141,7 +150,14 @@ pub fn spawn_serve(socket: &Path, root: &Path, health: &str, log: &Path, extra: 
         .arg(socket)
         .arg("--file-root")
         .arg(root)
-        .args(["--health-addr", health, "--log-format", "json", "--log-level", "debug"])
+        .args([
+            "--health-addr",
+            health,
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+        ])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(log_file)
@@ -176,8 +192,14 @@ pub fn wait_bounded(child: &mut Child, within: Duration) -> ExitStatus {
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     use std::io::Write;
     let mut stream = std::net::TcpStream::connect(addr).expect("connect health");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("send");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut text = String::new();
     stream.read_to_string(&mut text).expect("read");
     let status = text
@@ -185,7 +207,10 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -199,7 +224,10 @@ pub fn attributes(parameters: &[(&str, &str)]) -> BTreeMap<String, String> {
         ("secretProviderClass", "openclaw"),
         ("csi.storage.k8s.io/pod.name", "gateway-0"),
         ("csi.storage.k8s.io/pod.namespace", "openclaw"),
-        ("csi.storage.k8s.io/pod.uid", "4e1c2a4e-0000-4000-8000-000000000001"),
+        (
+            "csi.storage.k8s.io/pod.uid",
+            "4e1c2a4e-0000-4000-8000-000000000001",
+        ),
         ("csi.storage.k8s.io/serviceAccount.name", "openclaw"),
         ("csi.storage.k8s.io/ephemeral", "true"),
     ] {
@@ -218,7 +246,8 @@ pub fn raw_request(attributes: &str) -> proto::MountRequest {
     proto::MountRequest {
         attributes: attributes.into(),
         secrets: "null".into(),
-        target_path: "/var/lib/kubelet/pods/4e1c2a4e/volumes/kubernetes.io~csi/secrets/mount".into(),
+        target_path: "/var/lib/kubelet/pods/4e1c2a4e/volumes/kubernetes.io~csi/secrets/mount"
+            .into(),
         permission: "420".into(),
         current_object_version: vec![],
     }
@@ -243,5 +272,7 @@ pub fn test_tool(name: &str) -> PathBuf {
     {
         return found;
     }
-    panic!("{name} is not installed: run the README's test command (scripts/test.sh), which installs it");
+    panic!(
+        "{name} is not installed: run the README's test command (scripts/test.sh), which installs it"
+    );
 }

