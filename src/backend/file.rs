@@ -15,7 +15,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::file_root::{FileRoot, OpenError};
-use super::objects::parse_objects;
+use super::objects::ObjectListCache;
 use super::{Backend, BoxFuture};
 use crate::error::{ErrorKind, MountError, MountResult};
 use crate::file_mode::FileMode;
@@ -49,7 +49,7 @@ pub struct FileBackend {
     /// The root, or `None` when the provider was started without `--file-root`.
     root: Option<Arc<FileRoot>>,
     versions: Arc<VersionKey>,
-    max_objects: usize,
+    objects: ObjectListCache<FileObject>,
     max_response_bytes: usize,
 }
 
@@ -63,19 +63,22 @@ impl FileBackend {
         Self {
             root: root.map(Arc::new),
             versions,
-            max_objects,
+            objects: ObjectListCache::new(max_objects),
             max_response_bytes,
         }
     }
 
     fn plan(&self, request: &MountRequest) -> MountResult<Vec<PlannedObject>> {
-        let objects: Vec<FileObject> = parse_objects(request, self.max_objects)?;
+        let objects = self.objects.parse(request)?;
         objects
-            .into_iter()
+            .iter()
             .enumerate()
             .map(|(index, object)| {
                 check_object_name(index, &object.object_name)?;
-                let output_path = object.path.unwrap_or_else(|| object.object_name.clone());
+                let output_path = object
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| object.object_name.clone());
                 validate_file_path(&output_path).map_err(|why| {
                     MountError::invalid(
                         "InvalidFilePath",
@@ -87,7 +90,7 @@ impl FileBackend {
                     mode: object
                         .file_permission
                         .map_or(request.default_mode, |mode| mode.0),
-                    object_name: object.object_name,
+                    object_name: object.object_name.clone(),
                     optional: object.optional,
                 })
             })
