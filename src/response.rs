@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use prost::Message;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{MountError, MountResult};
 use crate::proto;
@@ -55,12 +55,7 @@ impl MountResponse {
     /// Checks every rule the driver applies and the size limit, then builds the wire message.
     pub fn into_proto(self, max_bytes: usize) -> MountResult<proto::MountResponse> {
         self.validate()?;
-        let sizes: Vec<(String, usize)> = self
-            .files
-            .iter()
-            .map(|f| (f.path.clone(), f.contents.len()))
-            .collect();
-        let message = proto::MountResponse {
+        let mut message = proto::MountResponse {
             object_version: self
                 .versions
                 .into_iter()
@@ -82,7 +77,14 @@ impl MountResponse {
         };
         let encoded = message.encoded_len();
         if encoded > max_bytes {
-            return Err(too_large(encoded, max_bytes, sizes));
+            let sizes = message
+                .files
+                .iter()
+                .map(|f| (f.path.as_str(), f.contents.len() as u64))
+                .collect();
+            let error = too_large(encoded as u64, max_bytes, sizes);
+            message.files.iter_mut().for_each(|f| f.contents.zeroize());
+            return Err(error);
         }
         Ok(message)
     }
@@ -156,17 +158,18 @@ fn validate_versions(versions: &[ObjectVersion]) -> MountResult<()> {
     Ok(())
 }
 
-fn too_large(encoded: usize, max_bytes: usize, mut sizes: Vec<(String, usize)>) -> MountError {
-    sizes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+/// The error for a response over the limit, naming its three largest objects.
+pub fn too_large(total: u64, max_bytes: usize, mut sizes: Vec<(&str, u64)>) -> MountError {
+    sizes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
     let largest: Vec<String> = sizes
         .iter()
         .take(3)
-        .map(|(path, size)| format!("{path} ({size} bytes)"))
+        .map(|(name, size)| format!("{name} ({size} bytes)"))
         .collect();
     MountError::exhausted(
         "ResponseTooLarge",
         format!(
-            "the mount response would be {encoded} bytes, over the limit of {max_bytes} bytes \
+            "the mount response would be {total} bytes, over the limit of {max_bytes} bytes \
              (--max-response-bytes; the driver's --max-call-recv-msg-size must be at least as large); \
              largest objects: {}",
             largest.join(", ")

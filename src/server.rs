@@ -15,11 +15,14 @@ use crate::backend::file_root::FileRoot;
 use crate::backend::objects::DEFAULT_MAX_OBJECTS;
 use crate::proto::csi_driver_provider_server::CsiDriverProviderServer;
 use crate::response::DEFAULT_MAX_RESPONSE_BYTES;
-use crate::service::{MountLimits, ProviderService};
+use crate::service::{MountLimits, ProviderService, until_set};
 use crate::telemetry::{health, metrics::Metrics};
 use crate::transport::AuthorityRewrite;
 use crate::transport::socket::{ProviderSocket, SocketError};
 use crate::version_hmac::{VersionKey, VersionKeyError};
+
+/// How long aborted mounts get to send their `Unavailable` answer after the grace period.
+const ABORT_REPLY_TIME: Duration = Duration::from_secs(1);
 
 /// The provider's settings (flags with environment-variable equivalents).
 #[derive(Debug, Clone, clap::Args)]
@@ -117,9 +120,19 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let backends = backends(&config)?;
+    run_with_backends(config, backends, shutdown).await
+}
+
+/// [`run`] with the given backends instead of those the configuration builds.
+pub async fn run_with_backends(
+    config: ServeConfig,
+    backends: Backends,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::default());
-    let mut socket = ProviderSocket::bind(&config.socket)?;
+    let (socket, listener) = ProviderSocket::bind(&config.socket)?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (abort_tx, abort_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -139,28 +152,26 @@ pub async fn run(
             timeout: Duration::from_secs(config.mount_timeout),
         },
         metrics,
-    );
-    let Some(listener) = socket.take_listener() else {
-        unreachable!("a freshly bound socket has its listener")
-    };
+    )
+    .abort_on(abort_rx);
     let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityRewrite::new));
     let server = tonic::transport::Server::builder()
         .add_service(CsiDriverProviderServer::new(service))
-        .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(incoming, until_set(stop_rx.clone()));
+    let mut server = std::pin::pin!(server);
     let grace = Duration::from_secs(config.grace_period);
     tokio::select! {
-        result = server => result?,
-        () = async { stopped(stop_rx).await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_seconds = config.grace_period, "grace period over: closing remaining connections");
+        result = &mut server => result?,
+        () = async { until_set(stop_rx).await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_seconds = config.grace_period, "grace period over: failing the mounts still running");
+            let _ = abort_tx.send(true);
+            // Let the aborted mounts send their answer; idle driver connections may stay open.
+            let _ = tokio::time::timeout(ABORT_REPLY_TIME, &mut server).await;
         }
     }
     tracing::info!(socket = %socket.path().display(), "stopped; removing the socket");
     drop(socket);
     Ok(())
-}
-
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 async fn start_health(
@@ -183,7 +194,7 @@ async fn start_health(
     let socket_path = socket.path().to_path_buf();
     let metrics = metrics.clone();
     tokio::spawn(async move {
-        if let Err(e) = health::serve(listener, socket_path, metrics, stopped(stop)).await {
+        if let Err(e) = health::serve(listener, socket_path, metrics, until_set(stop)).await {
             tracing::error!(error = %e, "health server stopped");
         }
     });

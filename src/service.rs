@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tonic::{Code, Request, Response, Status};
 
 use crate::backend::Backends;
@@ -24,6 +25,8 @@ pub struct ProviderService {
     backends: Backends,
     limits: MountLimits,
     metrics: Arc<Metrics>,
+    /// Set when the shutdown grace period is over: mounts still running answer `Unavailable`.
+    abort: Option<watch::Receiver<bool>>,
 }
 
 /// Bounds on one Mount call.
@@ -41,14 +44,27 @@ impl ProviderService {
             backends,
             limits,
             metrics,
+            abort: None,
         }
+    }
+
+    /// Mounts still running when `abort` becomes true fail with `Unavailable` (the driver retries those).
+    pub fn abort_on(mut self, abort: watch::Receiver<bool>) -> Self {
+        self.abort = Some(abort);
+        self
     }
 
     async fn answer(&self, request: &MountRequest) -> Result<proto::MountResponse, MountError> {
         let backend = self.backends.select(request)?;
-        let response = tokio::time::timeout(self.limits.timeout, backend.mount(request))
-            .await
-            .map_err(|_| {
+        let fetch = tokio::time::timeout(self.limits.timeout, backend.mount(request));
+        let aborted = async {
+            match self.abort.clone() {
+                Some(abort) => until_set(abort).await,
+                None => std::future::pending().await,
+            }
+        };
+        let response = tokio::select! {
+            fetched = fetch => fetched.map_err(|_| {
                 MountError::new(
                     ErrorKind::DeadlineExceeded,
                     "MountTimeout",
@@ -58,9 +74,22 @@ impl ProviderService {
                         self.limits.timeout
                     ),
                 )
-            })??;
+            })??,
+            () = aborted => {
+                return Err(MountError::new(
+                    ErrorKind::Unavailable,
+                    "ProviderStopping",
+                    "the provider stopped before this mount finished; the driver retries it",
+                ));
+            }
+        };
         response.into_proto(self.limits.max_response_bytes)
     }
+}
+
+/// Completes once the flag is set (or its sender is gone).
+pub async fn until_set(mut flag: watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await;
 }
 
 #[tonic::async_trait]

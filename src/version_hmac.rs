@@ -18,8 +18,8 @@ use zeroize::Zeroizing;
 /// Shortest accepted key.
 pub const MIN_KEY_BYTES: usize = 32;
 
-/// The provider's key for object versions.
-pub struct VersionKey(Zeroizing<Vec<u8>>);
+/// The provider's key for object versions, held as the HMAC state keyed once at start.
+pub struct VersionKey(Hmac<Sha256>);
 
 /// Why the key could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -38,14 +38,26 @@ pub enum VersionKeyError {
     TooShort { path: String, len: usize },
     #[error("no random source: {0}")]
     Random(String),
+    #[error("the HMAC key is unusable")]
+    Key,
 }
 
 impl VersionKey {
     /// A random key for this process only.
     pub fn random() -> Result<Self, VersionKeyError> {
+        Self::from_bytes(Self::random_bytes()?)
+    }
+
+    fn random_bytes() -> Result<Zeroizing<Vec<u8>>, VersionKeyError> {
         let mut key = Zeroizing::new(vec![0u8; MIN_KEY_BYTES]);
         getrandom::fill(&mut key).map_err(|e| VersionKeyError::Random(e.to_string()))?;
-        Ok(Self(key))
+        Ok(key)
+    }
+
+    fn from_bytes(key: Zeroizing<Vec<u8>>) -> Result<Self, VersionKeyError> {
+        Hmac::<Sha256>::new_from_slice(&key)
+            .map(Self)
+            .map_err(|_| VersionKeyError::Key)
     }
 
     /// Reads the key file, or creates it with a random key when it does not exist.
@@ -60,10 +72,10 @@ impl VersionKey {
                         len: bytes.len(),
                     });
                 }
-                Ok(Self(bytes))
+                Self::from_bytes(bytes)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = Self::random()?;
+                let key = Self::random_bytes()?;
                 let mut file = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -73,12 +85,12 @@ impl VersionKey {
                         path: shown.clone(),
                         source,
                     })?;
-                file.write_all(&key.0)
+                file.write_all(&key)
                     .map_err(|source| VersionKeyError::Create {
                         path: shown,
                         source,
                     })?;
-                Ok(key)
+                Self::from_bytes(key)
             }
             Err(source) => Err(VersionKeyError::Read {
                 path: shown,
@@ -90,9 +102,7 @@ impl VersionKey {
     /// The version of an object: HMAC over its length-prefixed parts (configuration and content),
     /// base64url without padding.
     pub fn version(&self, parts: &[&[u8]]) -> String {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.0) else {
-            unreachable!("HMAC accepts keys of any length")
-        };
+        let mut mac = self.0.clone();
         for part in parts {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part);

@@ -20,7 +20,7 @@ use super::{Backend, BoxFuture};
 use crate::error::{ErrorKind, MountError, MountResult};
 use crate::file_mode::FileMode;
 use crate::request::MountRequest;
-use crate::response::{MountResponse, MountedFile, ObjectVersion, validate_file_path};
+use crate::response::{MountResponse, MountedFile, ObjectVersion, too_large, validate_file_path};
 use crate::version_hmac::VersionKey;
 
 /// One entry of `objects`.
@@ -281,7 +281,7 @@ fn objects_too_large(
     total: u64,
     max_bytes: usize,
 ) -> MountError {
-    let mut sizes: Vec<(&str, u64)> = plan
+    let sizes = plan
         .iter()
         .zip(opened)
         .filter_map(|(object, found)| {
@@ -290,20 +290,7 @@ fn objects_too_large(
                 .map(|(_, size)| (object.object_name.as_str(), *size))
         })
         .collect();
-    sizes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-    let largest: Vec<String> = sizes
-        .iter()
-        .take(3)
-        .map(|(name, size)| format!("{name} ({size} bytes)"))
-        .collect();
-    MountError::exhausted(
-        "ResponseTooLarge",
-        format!(
-            "the objects add up to {total} bytes, over the response limit of {max_bytes} bytes \
-             (--max-response-bytes); largest objects: {}",
-            largest.join(", ")
-        ),
-    )
+    too_large(total, max_bytes, sizes)
 }
 
 #[cfg(test)]

@@ -25,17 +25,16 @@ pub enum SocketError {
     Io { path: PathBuf, source: io::Error },
 }
 
-/// A bound provider socket. Dropping it removes the socket file.
+/// The ownership of a bound provider socket path. Dropping it removes the socket file.
 pub struct ProviderSocket {
     path: PathBuf,
-    listener: Option<UnixListener>,
     _lock: File,
 }
 
 impl ProviderSocket {
     /// Takes the path's lock, removes a stale socket file, binds, and restricts the socket to its owner.
     /// Must run inside a Tokio runtime.
-    pub fn bind(path: &Path) -> Result<Self, SocketError> {
+    pub fn bind(path: &Path) -> Result<(Self, UnixListener), SocketError> {
         let io_error = |source| SocketError::Io {
             path: path.to_path_buf(),
             source,
@@ -47,20 +46,15 @@ impl ProviderSocket {
         remove_stale(path)?;
         let listener = UnixListener::bind(path).map_err(io_error)?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_error)?;
-        Ok(Self {
+        let socket = Self {
             path: path.to_path_buf(),
-            listener: Some(listener),
             _lock: lock,
-        })
+        };
+        Ok((socket, listener))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// The listener, once; the socket file stays owned by `self`.
-    pub fn take_listener(&mut self) -> Option<UnixListener> {
-        self.listener.take()
     }
 }
 
