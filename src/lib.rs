@@ -7,6 +7,7 @@
 //! [`telemetry`] holds logs, metrics and the health server; [`cli`] the driver emulator and the demo.
 
 pub mod backend;
+pub mod cache;
 pub mod cli;
 pub mod error;
 pub mod file_mode;
@@ -15,6 +16,7 @@ pub mod response;
 pub mod server;
 pub mod service;
 pub mod telemetry;
+pub mod transform;
 pub mod transport;
 pub mod version_hmac;
 

@@ -56,6 +56,40 @@ pub struct ServeConfig {
     /// Seconds in-flight mounts get to finish after SIGTERM/SIGINT.
     #[arg(long, env = "OPENCLAW_GRACE_PERIOD", default_value_t = 10)]
     pub grace_period: u64,
+    /// Seconds a read value is kept for identical reads of the same identity (0 = no cache, no
+    /// coalescing). A rotated secret reaches pods up to this much later.
+    #[arg(long, env = "OPENCLAW_CACHE_TTL", default_value_t = 5)]
+    pub cache_ttl: u64,
+    /// Seconds one backend HTTP attempt may take (retries and logins add to it; --mount-timeout bounds all).
+    #[arg(long, env = "OPENCLAW_BACKEND_TIMEOUT", default_value_t = 10)]
+    pub backend_timeout: u64,
+    /// Backend requests of one mount in flight at once.
+    #[arg(long, env = "OPENCLAW_BACKEND_CONCURRENCY", default_value_t = 8)]
+    pub backend_concurrency: usize,
+    /// Vault address used when a SecretProviderClass sets none.
+    #[arg(long, env = "VAULT_ADDR")]
+    pub vault_addr: Option<String>,
+    /// Vault namespace used when a SecretProviderClass sets none.
+    #[arg(long, env = "VAULT_NAMESPACE")]
+    pub vault_namespace: Option<String>,
+    /// Vault auth mount used when a SecretProviderClass sets none.
+    #[arg(long, env = "OPENCLAW_VAULT_MOUNT", default_value = "kubernetes")]
+    pub vault_mount: String,
+    /// Identities whose Vault token is kept.
+    #[arg(long, env = "OPENCLAW_TOKEN_CACHE_SIZE", default_value_t = 10_000)]
+    pub token_cache_size: u64,
+}
+
+impl ServeConfig {
+    /// Every setting at its default (flags unset; environment variables still apply).
+    pub fn from_defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        <Defaults as clap::Parser>::parse_from(["serve"]).config
+    }
 }
 
 /// Why the provider could not start or stopped with an error.
@@ -107,11 +141,37 @@ fn backends(config: &ServeConfig) -> Result<Backends, ServeError> {
     let versions = Arc::new(version_key(config)?);
     let file = FileBackend::new(
         file_root(config)?,
-        versions,
+        versions.clone(),
         config.max_objects,
         config.max_response_bytes,
     );
-    Ok(Backends::new(vec![Arc::new(file)]))
+    Ok(Backends::new(vec![
+        Arc::new(file),
+        #[cfg(feature = "vault")]
+        Arc::new(crate::backend::vault::VaultBackend::new(
+            vault_settings(config),
+            versions,
+        )),
+    ]))
+}
+
+#[cfg(feature = "vault")]
+fn vault_settings(config: &ServeConfig) -> crate::backend::vault::VaultSettings {
+    use crate::backend::vault::{VaultSettings, params::VaultDefaults};
+    let non_empty = |value: &Option<String>| value.clone().filter(|v| !v.trim().is_empty());
+    VaultSettings {
+        defaults: VaultDefaults {
+            address: non_empty(&config.vault_addr),
+            namespace: non_empty(&config.vault_namespace),
+            auth_mount: config.vault_mount.trim().trim_matches('/').to_string(),
+        },
+        request_timeout: Duration::from_secs(config.backend_timeout),
+        retries: 2,
+        concurrency: config.backend_concurrency,
+        cache_ttl: Duration::from_secs(config.cache_ttl),
+        token_cache_size: config.token_cache_size,
+        max_objects: config.max_objects,
+    }
 }
 
 /// Serves until `shutdown` completes, then drains for at most the grace period.

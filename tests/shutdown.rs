@@ -44,12 +44,8 @@ fn config(socket: &std::path::Path, grace: u64) -> ServeConfig {
     ServeConfig {
         socket: socket.to_path_buf(),
         health_addr: String::new(),
-        file_root: None,
-        hmac_key_file: None,
-        max_response_bytes: 1 << 22,
-        max_objects: 10,
-        mount_timeout: 30,
         grace_period: grace,
+        ..ServeConfig::from_defaults()
     }
 }
 

@@ -7,6 +7,8 @@
 pub mod file;
 pub mod file_root;
 pub mod objects;
+#[cfg(feature = "vault")]
+pub mod vault;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -116,10 +116,9 @@ fn serve_config(socket: &Path, root: &Path, base: &Path) -> ServeConfig {
         health_addr: "127.0.0.1:0".into(),
         file_root: Some(root.to_path_buf()),
         hmac_key_file: Some(base.join("hmac.key")),
-        max_response_bytes: crate::response::DEFAULT_MAX_RESPONSE_BYTES,
-        max_objects: crate::backend::objects::DEFAULT_MAX_OBJECTS,
         mount_timeout: 10,
         grace_period: 2,
+        ..ServeConfig::from_defaults()
     }
 }
 

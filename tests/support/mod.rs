@@ -2,6 +2,10 @@
 //! builds Mount requests the way the driver does, and finds the test tools the test command installs.
 #![allow(dead_code)]
 
+pub mod identity;
+#[cfg(feature = "vault")]
+pub mod openbao;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;

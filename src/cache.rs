@@ -1,0 +1,120 @@
+//! The cross-mount value cache every backend reads through: keyed by the identity that read a value plus
+//! the request that read it, so one pod never receives what its own identity could not read.
+//!
+//! Concurrent identical reads are coalesced (one backend request, every caller gets its result) and the
+//! result is kept for a TTL the admin sets with `--cache-ttl`. The trade-off: a value rotated in the backend
+//! reaches pods up to that TTL later (the driver re-mounts every rotation poll, 2 minutes by default), in
+//! exchange for one backend read per distinct request per TTL instead of one per pod. A TTL of 0 turns the
+//! cache and the coalescing off. Writes and leased (dynamic) secrets are never kept: callers mark a loaded
+//! value as not cacheable and it is dropped as soon as its concurrent waiters have it.
+
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+
+use crate::error::MountError;
+
+/// A value as loaded, with whether it may be kept.
+pub struct Loaded<V> {
+    pub value: V,
+    pub cacheable: bool,
+}
+
+/// Values by (identity, request).
+pub struct ValueCache<K, V> {
+    cache: Option<Cache<K, Arc<Loaded<V>>>>,
+}
+
+impl<K, V> ValueCache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// A cache keeping values for `ttl` (0 = off), with at most `capacity` entries.
+    pub fn new(ttl: Duration, capacity: u64) -> Self {
+        let cache = (!ttl.is_zero()).then(|| {
+            Cache::builder()
+                .time_to_live(ttl)
+                .max_capacity(capacity)
+                .build()
+        });
+        Self { cache }
+    }
+
+    /// The value for `key`: kept, joined from an identical read in flight, or loaded now.
+    pub async fn get_or_load<F>(&self, key: K, load: F) -> Result<Arc<Loaded<V>>, MountError>
+    where
+        F: Future<Output = Result<Loaded<V>, MountError>>,
+    {
+        let Some(cache) = &self.cache else {
+            return load.await.map(Arc::new);
+        };
+        let loaded = cache
+            .try_get_with(key.clone(), async { load.await.map(Arc::new) })
+            .await
+            .map_err(|e| (*e).clone())?;
+        if !loaded.cacheable {
+            cache.invalidate(&key).await;
+        }
+        Ok(loaded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    async fn read(loads: &AtomicUsize, cacheable: bool) -> Result<Loaded<u32>, MountError> {
+        loads.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(Loaded {
+            value: 7,
+            cacheable,
+        })
+    }
+
+    #[tokio::test]
+    async fn coalesces_concurrent_reads_and_keeps_them_for_the_ttl() {
+        let cache = ValueCache::<&str, u32>::new(Duration::from_secs(60), 100);
+        let loads = AtomicUsize::new(0);
+        let results = futures_util::future::join_all(
+            (0..20).map(|_| cache.get_or_load("k", read(&loads, true))),
+        )
+        .await;
+        assert!(results.iter().all(|r| r.as_ref().unwrap().value == 7));
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        cache.get_or_load("k", read(&loads, true)).await.unwrap();
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "kept");
+        cache
+            .get_or_load("other", read(&loads, true))
+            .await
+            .unwrap();
+        assert_eq!(loads.load(Ordering::SeqCst), 2, "keys are separate");
+    }
+
+    #[tokio::test]
+    async fn never_keeps_uncacheable_values_or_errors_and_can_be_off() {
+        let cache = ValueCache::<&str, u32>::new(Duration::from_secs(60), 100);
+        let loads = AtomicUsize::new(0);
+        cache
+            .get_or_load("lease", read(&loads, false))
+            .await
+            .unwrap();
+        cache
+            .get_or_load("lease", read(&loads, false))
+            .await
+            .unwrap();
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
+        let failing = async { Err::<Loaded<u32>, _>(MountError::internal("X", "boom")) };
+        assert!(cache.get_or_load("e", failing).await.is_err());
+        cache.get_or_load("e", read(&loads, true)).await.unwrap();
+        assert_eq!(loads.load(Ordering::SeqCst), 3);
+        let off = ValueCache::<&str, u32>::new(Duration::ZERO, 100);
+        off.get_or_load("k", read(&loads, true)).await.unwrap();
+        off.get_or_load("k", read(&loads, true)).await.unwrap();
+        assert_eq!(loads.load(Ordering::SeqCst), 5);
+    }
+}

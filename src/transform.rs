@@ -1,0 +1,124 @@
+//! Turning a backend's answer into file contents: picking a key out of a JSON secret and decoding the
+//! value (`utf-8`, `base64`, `hex`). Shared by every backend. Errors name keys and paths, never values.
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use crate::error::{MountError, MountResult};
+
+/// How a value is written to its file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+pub enum Encoding {
+    /// As it is.
+    #[default]
+    #[serde(rename = "utf-8", alias = "utf8", alias = "UTF-8")]
+    Utf8,
+    /// Base64-decoded (standard alphabet, padding optional).
+    #[serde(rename = "base64")]
+    Base64,
+    /// Hex-decoded.
+    #[serde(rename = "hex")]
+    Hex,
+}
+
+/// The bytes of `key` in a JSON object: strings as they are, any other JSON value serialised as JSON.
+pub fn value_of_key(object: &Value, key: &str, what: &str) -> MountResult<Zeroizing<Vec<u8>>> {
+    let Some(value) = object.as_object().and_then(|map| map.get(key)) else {
+        return Err(MountError::not_found(
+            "SecretKeyNotFound",
+            format!("{what} has no key {key:?}"),
+        ));
+    };
+    Ok(Zeroizing::new(match value {
+        Value::String(text) => text.as_bytes().to_vec(),
+        other => other.to_string().into_bytes(),
+    }))
+}
+
+/// Decodes a value as its object's `encoding` says.
+pub fn decode(
+    encoding: Encoding,
+    raw: Zeroizing<Vec<u8>>,
+    what: &str,
+) -> MountResult<Zeroizing<Vec<u8>>> {
+    let invalid = |name: &str| {
+        MountError::invalid(
+            "InvalidEncoding",
+            format!("{what} is not valid {name} (encoding: {name})"),
+        )
+    };
+    match encoding {
+        Encoding::Utf8 => Ok(raw),
+        Encoding::Base64 => {
+            let trimmed: Vec<u8> = raw
+                .iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
+            let trimmed = Zeroizing::new(trimmed);
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(
+                    trimmed
+                        .strip_suffix(b"==")
+                        .or_else(|| trimmed.strip_suffix(b"="))
+                        .unwrap_or(&trimmed),
+                )
+                .map(Zeroizing::new)
+                .map_err(|_| invalid("base64"))
+        }
+        Encoding::Hex => decode_hex(raw.trim_ascii())
+            .map(Zeroizing::new)
+            .ok_or_else(|| invalid("hex")),
+    }
+}
+
+fn decode_hex(text: &[u8]) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    text.chunks(2)
+        .map(|pair| {
+            let high = (pair[0] as char).to_digit(16)?;
+            let low = (pair[1] as char).to_digit(16)?;
+            Some((high * 16 + low) as u8)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_encodings() {
+        let data = serde_json::json!({"s": "text", "n": 42, "o": {"a": [1]}, "b64": "aGk=", "hex": "6869"});
+        assert_eq!(value_of_key(&data, "s", "x").unwrap().as_slice(), b"text");
+        assert_eq!(value_of_key(&data, "n", "x").unwrap().as_slice(), b"42");
+        assert_eq!(
+            value_of_key(&data, "o", "x").unwrap().as_slice(),
+            br#"{"a":[1]}"#
+        );
+        let missing = value_of_key(&data, "nope", "secret/data/app").unwrap_err();
+        assert_eq!(missing.reason, "SecretKeyNotFound");
+        assert!(
+            missing.message.contains("secret/data/app") && missing.message.contains("\"nope\"")
+        );
+        let b64 = value_of_key(&data, "b64", "x").unwrap();
+        assert_eq!(
+            decode(Encoding::Base64, b64, "x").unwrap().as_slice(),
+            b"hi"
+        );
+        let hex = value_of_key(&data, "hex", "x").unwrap();
+        assert_eq!(decode(Encoding::Hex, hex, "x").unwrap().as_slice(), b"hi");
+        let bad = decode(
+            Encoding::Hex,
+            Zeroizing::new(b"zz-secret".to_vec()),
+            "key k",
+        )
+        .unwrap_err();
+        assert!(!bad.message.contains("secret"));
+        assert!(decode(Encoding::Base64, Zeroizing::new(b"%%%".to_vec()), "k").is_err());
+    }
+}

@@ -1,0 +1,475 @@
+//! The vault backend against a real OpenBao server: KV v1/v2, pinned versions, encodings and modes, JWT
+//! and Kubernetes auth as the pod, PKI writes, one login per identity, the value cache, errors, and
+//! OpenBao going away and coming back.
+#![cfg(feature = "vault")]
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use openclaw_csi_provider::proto;
+use support::identity::{FakeTokenReview, JwtIssuer, tokens_attribute};
+use support::openbao::{self, OpenBao};
+use support::{Provider, mount_request};
+use tonic::Code;
+
+const TOKENS: &str = "csi.storage.k8s.io/serviceAccount.tokens";
+
+const OPENCLAW_OBJECTS: &str = r#"
+- objectName: OPENCLAW_GATEWAY_TOKEN
+  secretPath: secret/data/openclaw
+  secretKey: OPENCLAW_GATEWAY_TOKEN
+  filePermission: 0400
+- objectName: ANTHROPIC_API_KEY
+  secretPath: secret/data/openclaw
+  secretKey: ANTHROPIC_API_KEY
+- objectName: OPENAI_API_KEY
+  secretPath: secret/data/openclaw
+  secretKey: OPENAI_API_KEY
+"#;
+
+/// OpenBao configured, a JWT issuer it trusts, a fake TokenReview, and a provider pointed at OpenBao.
+struct World {
+    bao: OpenBao,
+    issuer: JwtIssuer,
+    kube: FakeTokenReview,
+    provider: Provider,
+}
+
+impl World {
+    async fn start(provider_flags: &[&str]) -> Self {
+        let bao = OpenBao::start().await;
+        let issuer = JwtIssuer::generate();
+        let kube = FakeTokenReview::start().await;
+        bao.configure(&issuer.public_pem(), &kube.url).await;
+        let mut flags = vec!["--vault-addr", bao.address.as_str()];
+        flags.extend_from_slice(provider_flags);
+        let provider = Provider::start(&flags);
+        Self {
+            bao,
+            issuer,
+            kube,
+            provider,
+        }
+    }
+
+    /// A JWT-auth mount of `objects` as the test pod.
+    fn jwt_request(&self, objects: &str) -> proto::MountRequest {
+        let token = self.issuer.token(openbao::SUBJECT, &["vault"]);
+        let tokens = tokens_attribute("vault", &token);
+        mount_request(&[
+            ("backend", "vault"),
+            ("roleName", "openclaw"),
+            ("vaultAuthMountPath", "jwt"),
+            ("objects", objects),
+            (TOKENS, &tokens),
+        ])
+    }
+
+    async fn mount(
+        &self,
+        request: proto::MountRequest,
+    ) -> Result<proto::MountResponse, tonic::Status> {
+        let mut client = self.provider.client().await;
+        client.mount(request).await.map(tonic::Response::into_inner)
+    }
+}
+
+fn files(response: &proto::MountResponse) -> HashMap<&str, &proto::File> {
+    response
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f))
+        .collect()
+}
+
+fn versions(response: &proto::MountResponse) -> HashMap<&str, &str> {
+    response
+        .object_version
+        .iter()
+        .map(|v| (v.id.as_str(), v.version.as_str()))
+        .collect()
+}
+
+#[tokio::test]
+async fn kv_v2_and_v1_versions_encodings_and_modes_with_jwt_auth() {
+    let world = World::start(&[]).await;
+    let objects = format!(
+        "{OPENCLAW_OBJECTS}
+- objectName: ANTHROPIC_API_KEY.v1
+  secretPath: secret/data/openclaw?version=1
+  secretKey: ANTHROPIC_API_KEY
+- objectName: keystore.bin
+  secretPath: secret/data/openclaw
+  secretKey: keystore_b64
+  encoding: base64
+- objectName: limits.json
+  secretPath: secret/data/openclaw
+  secretKey: limits
+- objectName: kv1-password
+  secretPath: kv1/app
+  secretKey: password
+- objectName: whole.json
+  secretPath: /v1/kv1/app
+"
+    );
+    let response = world
+        .mount(world.jwt_request(&objects))
+        .await
+        .expect("mount");
+    let files = files(&response);
+    assert_eq!(
+        files["OPENCLAW_GATEWAY_TOKEN"].contents,
+        openbao::GATEWAY_TOKEN.as_bytes()
+    );
+    assert_eq!(files["OPENCLAW_GATEWAY_TOKEN"].mode, 0o400);
+    assert_eq!(
+        files["ANTHROPIC_API_KEY"].contents,
+        openbao::ANTHROPIC_KEY.as_bytes()
+    );
+    assert_eq!(files["ANTHROPIC_API_KEY"].mode, 0o644);
+    assert_eq!(
+        files["OPENAI_API_KEY"].contents,
+        openbao::OPENAI_KEY.as_bytes()
+    );
+    assert_eq!(
+        files["ANTHROPIC_API_KEY.v1"].contents,
+        openbao::OLD_ANTHROPIC_KEY.as_bytes()
+    );
+    assert_eq!(files["keystore.bin"].contents, [0u8, 1, 2, 255]);
+    assert_eq!(files["limits.json"].contents, br#"{"rpm":60}"#);
+    assert_eq!(files["kv1-password"].contents, b"kv1-password-VALUE");
+    let whole: serde_json::Value = serde_json::from_slice(&files["whole.json"].contents).unwrap();
+    assert_eq!(whole["data"]["password"], "kv1-password-VALUE");
+
+    let versions = versions(&response);
+    assert_eq!(
+        versions["ANTHROPIC_API_KEY"], "2",
+        "KV v2's own version number"
+    );
+    assert_eq!(versions["ANTHROPIC_API_KEY.v1"], "1");
+    assert_eq!(
+        versions["kv1-password"].len(),
+        43,
+        "KV v1 has no version: keyed HMAC"
+    );
+    let logs = world.provider.logs();
+    for secret in [
+        openbao::GATEWAY_TOKEN,
+        openbao::ANTHROPIC_KEY,
+        "kv1-password-VALUE",
+    ] {
+        assert!(!logs.contains(secret));
+    }
+}
+
+#[tokio::test]
+async fn kubernetes_auth_through_token_review() {
+    let world = World::start(&[]).await;
+    let token = world
+        .kube
+        .issue(openbao::POD_NAMESPACE, openbao::SERVICE_ACCOUNT);
+    let request = mount_request(&[
+        ("backend", "vault"),
+        ("roleName", "openclaw"),
+        ("objects", OPENCLAW_OBJECTS),
+        (TOKENS, &tokens_attribute("vault", &token)),
+    ]);
+    let response = match world.mount(request).await {
+        Ok(response) => response,
+        Err(status) => panic!(
+            "mount with kubernetes auth: {status:?}\nreviews: {}\n{}",
+            world.kube.reviews.lock().unwrap(),
+            world.bao.log()
+        ),
+    };
+    assert_eq!(
+        files(&response)["OPENAI_API_KEY"].contents,
+        openbao::OPENAI_KEY.as_bytes()
+    );
+    assert!(
+        *world.kube.reviews.lock().unwrap() >= 1,
+        "OpenBao reviewed the pod's token"
+    );
+    assert_eq!(world.bao.count("update", "auth/kubernetes/login"), 1);
+
+    // A token the cluster does not know is refused.
+    let request = mount_request(&[
+        ("backend", "vault"),
+        ("roleName", "openclaw"),
+        ("objects", OPENCLAW_OBJECTS),
+        (
+            TOKENS,
+            &tokens_attribute("vault", &world.issuer.token(openbao::SUBJECT, &["vault"])),
+        ),
+        ("csi.storage.k8s.io/serviceAccount.name", "other"),
+    ]);
+    let status = world.mount(request).await.unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn a_token_for_another_audience_is_refused_and_a_missing_one_is_named() {
+    let world = World::start(&[]).await;
+    let wrong = world.issuer.token(openbao::SUBJECT, &["not-vault"]);
+    let request = mount_request(&[
+        ("backend", "vault"),
+        ("roleName", "openclaw"),
+        ("vaultAuthMountPath", "jwt"),
+        ("objects", OPENCLAW_OBJECTS),
+        (TOKENS, &tokens_attribute("vault", &wrong)),
+    ]);
+    let status = world.mount(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().starts_with("VaultLoginFailed: "),
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("\"openclaw\""),
+        "names the role: {}",
+        status.message()
+    );
+    assert!(!status.message().contains(&wrong));
+
+    let request = mount_request(&[
+        ("backend", "vault"),
+        ("roleName", "openclaw"),
+        ("vaultAuthMountPath", "jwt"),
+        ("objects", OPENCLAW_OBJECTS),
+    ]);
+    let status = world.mount(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("tokenRequests") && status.message().contains("audience: vault"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn pki_issue_through_method_and_secret_args() {
+    let world = World::start(&[]).await;
+    let objects = r#"
+- objectName: tls.crt
+  secretPath: pki/issue/openclaw
+  method: PUT
+  secretArgs:
+    common_name: gateway.openclaw.test
+    ttl: 10m
+  secretKey: certificate
+- objectName: tls.key
+  secretPath: pki/issue/openclaw
+  method: PUT
+  secretArgs:
+    common_name: gateway.openclaw.test
+    ttl: 10m
+  secretKey: private_key
+"#;
+    let response = world
+        .mount(world.jwt_request(objects))
+        .await
+        .expect("pki issue");
+    let files = files(&response);
+    assert!(
+        files["tls.crt"]
+            .contents
+            .starts_with(b"-----BEGIN CERTIFICATE-----")
+    );
+    assert!(String::from_utf8_lossy(&files["tls.key"].contents).contains("PRIVATE KEY"));
+    // One write serves both objects: the key matches the certificate of the same issue call.
+    assert_eq!(world.bao.count("update", "pki/issue/openclaw"), 1);
+    let second = world.mount(world.jwt_request(objects)).await.unwrap();
+    assert_ne!(
+        second.files[0].contents, response.files[0].contents,
+        "writes are never cached"
+    );
+    assert_eq!(world.bao.count("update", "pki/issue/openclaw"), 2);
+}
+
+#[tokio::test]
+async fn errors_name_role_path_and_key_never_values() {
+    let world = World::start(&[]).await;
+    let cases = [
+        (
+            "- objectName: f\n  secretPath: secret/data/forbidden\n  secretKey: x\n",
+            Code::PermissionDenied,
+            "VaultPermissionDenied",
+            "secret/data/forbidden",
+        ),
+        (
+            "- objectName: m\n  secretPath: secret/data/missing\n  secretKey: x\n",
+            Code::NotFound,
+            "SecretNotFound",
+            "secret/data/missing",
+        ),
+        (
+            "- objectName: k\n  secretPath: secret/data/openclaw\n  secretKey: NOPE\n",
+            Code::NotFound,
+            "SecretKeyNotFound",
+            "NOPE",
+        ),
+        (
+            "- objectName: e\n  secretPath: secret/data/openclaw\n  secretKey: OPENAI_API_KEY\n  encoding: hex\n",
+            Code::InvalidArgument,
+            "InvalidEncoding",
+            "OPENAI_API_KEY",
+        ),
+        (
+            "- objectName: a\n  secretPath: secret/data/openclaw\n  colour: red\n",
+            Code::InvalidArgument,
+            "InvalidObjects",
+            "colour",
+        ),
+    ];
+    for (objects, code, reason, named) in cases {
+        let status = world.mount(world.jwt_request(objects)).await.unwrap_err();
+        assert_eq!(status.code(), code, "{}", status.message());
+        assert!(
+            status.message().starts_with(&format!("{reason}: ")),
+            "{}",
+            status.message()
+        );
+        assert!(status.message().contains(named), "{}", status.message());
+        for secret in ["forbidden-VALUE", openbao::OPENAI_KEY] {
+            assert!(!status.message().contains(secret));
+        }
+    }
+    let forbidden = world
+        .mount(world.jwt_request(cases[0].0))
+        .await
+        .unwrap_err();
+    assert!(
+        forbidden.message().contains("\"openclaw\""),
+        "names the role: {}",
+        forbidden.message()
+    );
+    let unknown = mount_request(&[
+        ("backend", "vault"),
+        ("roleName", "r"),
+        ("vaultAdress", "x"),
+        ("objects", OPENCLAW_OBJECTS),
+    ]);
+    let status = world.mount(unknown).await.unwrap_err();
+    assert!(
+        status.message().contains("vaultAdress"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn one_login_per_identity_across_repeated_mounts() {
+    let world = World::start(&["--cache-ttl", "0"]).await;
+    for _ in 0..10 {
+        world
+            .mount(world.jwt_request(OPENCLAW_OBJECTS))
+            .await
+            .expect("mount");
+    }
+    assert_eq!(
+        world.bao.count("update", "auth/jwt/login"),
+        1,
+        "one login for one identity"
+    );
+    assert_eq!(
+        world.bao.count("read", "secret/data/openclaw"),
+        10,
+        "cache off: one read per mount (3 objects, 1 path)"
+    );
+}
+
+#[tokio::test]
+async fn the_value_cache_coalesces_concurrent_identical_mounts() {
+    let world = World::start(&["--cache-ttl", "30"]).await;
+    let objects = format!(
+        "{OPENCLAW_OBJECTS}- objectName: kv1\n  secretPath: kv1/app\n  secretKey: password\n"
+    );
+    let mounts = (0..100).map(|_| world.mount(world.jwt_request(&objects)));
+    let results = futures_util::future::join_all(mounts).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(world.bao.count("update", "auth/jwt/login"), 1);
+    assert_eq!(
+        world.bao.count("read", "secret/data/openclaw"),
+        1,
+        "one read per distinct path"
+    );
+    assert_eq!(world.bao.count("read", "kv1/app"), 1);
+}
+
+#[tokio::test]
+async fn openbao_stopping_gives_bounded_unavailable_and_the_provider_recovers() {
+    let world = World::start(&["--cache-ttl", "0", "--backend-timeout", "2"]).await;
+    world
+        .mount(world.jwt_request(OPENCLAW_OBJECTS))
+        .await
+        .expect("first mount");
+    let World {
+        bao,
+        issuer,
+        kube,
+        provider,
+    } = world;
+    let mount = |request: proto::MountRequest| {
+        let provider = &provider;
+        async move {
+            provider
+                .client()
+                .await
+                .mount(request)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let request = || {
+        let token = issuer.token(openbao::SUBJECT, &["vault"]);
+        mount_request(&[
+            ("backend", "vault"),
+            ("roleName", "openclaw"),
+            ("vaultAuthMountPath", "jwt"),
+            ("objects", OPENCLAW_OBJECTS),
+            (TOKENS, &tokens_attribute("vault", &token)),
+        ])
+    };
+    let (dir, port) = bao.stop();
+
+    // OpenBao is gone: the mount fails clearly and within bounds, and the provider keeps serving.
+    let started = Instant::now();
+    let status = mount(request()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert!(
+        status.message().contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        status.message()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "bounded: {:?}",
+        started.elapsed()
+    );
+
+    // OpenBao comes back on the same address (fresh storage, same configuration). The provider's cached
+    // Vault token means nothing there: the read gets 403, the provider logs in again and retries once.
+    let back = OpenBao::start_in(dir, port).await;
+    back.configure(&issuer.public_pem(), &kube.url).await;
+    let response = mount(request())
+        .await
+        .expect("mount after OpenBao returned, without a provider restart");
+    assert_eq!(
+        files(&response)["ANTHROPIC_API_KEY"].contents,
+        openbao::ANTHROPIC_KEY.as_bytes()
+    );
+    assert_eq!(back.count("update", "auth/jwt/login"), 1);
+    assert_eq!(
+        back.count("read", "secret/data/openclaw"),
+        2,
+        "the refused read and the retry"
+    );
+}
