@@ -473,3 +473,191 @@ async fn openbao_stopping_gives_bounded_unavailable_and_the_provider_recovers() 
         "the refused read and the retry"
     );
 }
+
+/// A CA and a server certificate for `vault.openclaw.test` only (not for 127.0.0.1).
+fn test_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "openclaw test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["vault.openclaw.test".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    (ca.pem(), server.pem(), server_key.serialize_pem())
+}
+
+#[tokio::test]
+async fn tls_with_a_test_ca_server_name_and_clear_failures() {
+    let (ca_pem, cert_pem, key_pem) = test_pki();
+    let (bao, tls_port) = OpenBao::start_with_tls(&cert_pem, &key_pem).await;
+    let issuer = JwtIssuer::generate();
+    let kube = FakeTokenReview::start().await;
+    bao.configure(&issuer.public_pem(), &kube.url).await;
+    let provider = Provider::start(&["--cache-ttl", "0"]);
+    let ca_path = provider.dir.path().join("vault-ca.pem");
+    std::fs::write(&ca_path, &ca_pem).unwrap();
+    let ca_path = ca_path.display().to_string();
+    let address = format!("https://127.0.0.1:{tls_port}");
+    let mount = |extra: Vec<(&'static str, String)>| {
+        let token = issuer.token(openbao::SUBJECT, &["vault"]);
+        let mut parameters = vec![
+            ("backend", "vault".to_string()),
+            ("roleName", "openclaw".to_string()),
+            ("vaultAuthMountPath", "jwt".to_string()),
+            ("vaultAddress", address.clone()),
+            ("objects", OPENCLAW_OBJECTS.to_string()),
+            (TOKENS, tokens_attribute("vault", &token)),
+        ];
+        parameters.extend(extra);
+        let borrowed: Vec<(&str, &str)> =
+            parameters.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let request = mount_request(&borrowed);
+        let provider = &provider;
+        async move {
+            provider
+                .client()
+                .await
+                .mount(request)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let trusted = vec![
+        ("vaultCACertPath", ca_path.clone()),
+        ("vaultTLSServerName", "vault.openclaw.test".to_string()),
+    ];
+    let response = mount(trusted)
+        .await
+        .expect("TLS with the test CA and server name");
+    assert_eq!(
+        files(&response)["OPENAI_API_KEY"].contents,
+        openbao::OPENAI_KEY.as_bytes()
+    );
+
+    let unknown_ca = mount(vec![(
+        "vaultTLSServerName",
+        "vault.openclaw.test".to_string(),
+    )])
+    .await
+    .unwrap_err();
+    assert!(
+        unknown_ca.message().starts_with("VaultTlsFailed: "),
+        "{}",
+        unknown_ca.message()
+    );
+    assert!(
+        unknown_ca.message().to_lowercase().contains("certificate"),
+        "{}",
+        unknown_ca.message()
+    );
+
+    let wrong_name = mount(vec![("vaultCACertPath", ca_path.clone())])
+        .await
+        .unwrap_err();
+    assert!(
+        wrong_name.message().starts_with("VaultTlsFailed: "),
+        "{}",
+        wrong_name.message()
+    );
+
+    let skipped = mount(vec![("vaultSkipTLSVerify", "true".to_string())]).await;
+    assert!(skipped.is_ok(), "vaultSkipTLSVerify: {skipped:?}");
+
+    let missing = mount(vec![("vaultCACertPath", "/nonexistent/ca.pem".to_string())])
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::InvalidArgument);
+    assert!(
+        missing.message().contains("/nonexistent/ca.pem"),
+        "{}",
+        missing.message()
+    );
+}
+
+#[tokio::test]
+async fn vault_namespace_reads_inside_the_namespace() {
+    let world = World::start(&["--cache-ttl", "0"]).await;
+    world
+        .bao
+        .configure_namespace("team-a", &world.issuer.public_pem(), "sk-team-a-VALUE")
+        .await;
+    let token = world.issuer.token(openbao::SUBJECT, &["vault"]);
+    let objects = "- objectName: OPENAI_API_KEY\n  secretPath: secret/data/openclaw\n  secretKey: OPENAI_API_KEY\n";
+    let request = mount_request(&[
+        ("backend", "vault"),
+        ("roleName", "openclaw"),
+        ("vaultAuthMountPath", "jwt"),
+        ("vaultNamespace", "team-a"),
+        ("objects", objects),
+        (TOKENS, &tokens_attribute("vault", &token)),
+    ]);
+    let response = world.mount(request).await.expect("mount in namespace");
+    assert_eq!(response.files[0].contents, b"sk-team-a-VALUE");
+    // The same SecretProviderClass without the namespace reads the root namespace's secret.
+    let root = world.mount(world.jwt_request(objects)).await.unwrap();
+    assert_eq!(root.files[0].contents, openbao::OPENAI_KEY.as_bytes());
+}
+
+/// A TCP proxy that holds every connection's first bytes for `delay` before passing them on.
+async fn delaying_proxy(target: String, delay: Duration) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn a_slow_backend_ends_in_a_bounded_error_and_the_provider_keeps_serving() {
+    let world = World::start(&["--cache-ttl", "0", "--backend-timeout", "1"]).await;
+    let slow = delaying_proxy(
+        format!("127.0.0.1:{}", world.bao.port),
+        Duration::from_secs(30),
+    )
+    .await;
+    let token = world.issuer.token(openbao::SUBJECT, &["vault"]);
+    let request = mount_request(&[
+        ("backend", "vault"),
+        ("roleName", "openclaw"),
+        ("vaultAuthMountPath", "jwt"),
+        ("vaultAddress", &slow),
+        ("objects", OPENCLAW_OBJECTS),
+        (TOKENS, &tokens_attribute("vault", &token)),
+    ]);
+    let started = Instant::now();
+    let status = world.mount(request).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(
+        status.code(),
+        Code::DeadlineExceeded,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("--backend-timeout"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "three 1 s attempts plus backoff, not 30 s: {took:?}"
+    );
+    world
+        .mount(world.jwt_request(OPENCLAW_OBJECTS))
+        .await
+        .expect("other mounts still work");
+}

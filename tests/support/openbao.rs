@@ -42,6 +42,41 @@ impl OpenBao {
 
     /// Starts a server on `port` with its files in `dir` (used to restart on the same address).
     pub async fn start_in(dir: tempfile::TempDir, port: u16) -> Self {
+        Self::start_with(dir, port, "").await
+    }
+
+    /// Starts a server that also serves TLS on a second port with this certificate and key (PEM).
+    pub async fn start_with_tls(cert_pem: &str, key_pem: &str) -> (Self, u16) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, cert_pem).expect("cert");
+        std::fs::write(&key, key_pem).expect("key");
+        let tls_port = free_port();
+        let listener = format!(
+            "listener \"tcp\" {{\n  address = \"127.0.0.1:{tls_port}\"\n  tls_cert_file = {:?}\n  tls_key_file = {:?}\n}}\n",
+            cert, key
+        );
+        let bao = Self::start_with(dir, free_port(), &listener).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", tls_port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "TLS listener not up:\n{}",
+                bao.log()
+                    .lines()
+                    .filter(|l| l.contains("istener") || l.contains("rror") || l.contains("tls"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (bao, tls_port)
+    }
+
+    async fn start_with(dir: tempfile::TempDir, port: u16, extra_config: &str) -> Self {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -50,7 +85,7 @@ impl OpenBao {
         std::fs::write(
             &config,
             format!(
-                "audit \"file\" \"audit\" {{\n  options {{\n    file_path = {:?}\n  }}\n}}\n",
+                "audit \"file\" \"audit\" {{\n  options {{\n    file_path = {:?}\n  }}\n}}\n{extra_config}",
                 audit_log
             ),
         )
@@ -105,16 +140,23 @@ impl OpenBao {
         (dir, port)
     }
 
-    /// A root-token API call; panics unless it succeeds.
-    pub async fn api(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let response = self
+    /// A root-token API call (in `namespace` when given); panics unless it succeeds.
+    pub async fn api_in(
+        &self,
+        namespace: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> Value {
+        let mut request = self
             .http
             .request(method, format!("{}/v1/{path}", self.address))
             .header("X-Vault-Token", ROOT_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .expect("OpenBao API");
+            .json(&body);
+        if let Some(namespace) = namespace {
+            request = request.header("X-Vault-Namespace", namespace);
+        }
+        let response = request.send().await.expect("OpenBao API");
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         assert!(status.is_success(), "{path}: {status} {text}");
@@ -122,7 +164,45 @@ impl OpenBao {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Value {
-        self.api(reqwest::Method::POST, path, body).await
+        self.api_in(None, reqwest::Method::POST, path, body).await
+    }
+
+    /// A namespace with its own KV v2 `secret/openclaw` (holding `value` under `OPENAI_API_KEY`), policy
+    /// and JWT auth trusting `jwt_public_pem`.
+    pub async fn configure_namespace(&self, namespace: &str, jwt_public_pem: &str, value: &str) {
+        let post = |path: &'static str, body: Value| {
+            self.api_in(Some(namespace), reqwest::Method::POST, path, body)
+        };
+        self.post(&format!("sys/namespaces/{namespace}"), json!({}))
+            .await;
+        post(
+            "sys/mounts/secret",
+            json!({"type": "kv", "options": {"version": "2"}}),
+        )
+        .await;
+        post(
+            "secret/data/openclaw",
+            json!({"data": {"OPENAI_API_KEY": value}}),
+        )
+        .await;
+        post(
+            "sys/policies/acl/openclaw",
+            json!({"policy": r#"path "secret/data/openclaw" { capabilities = ["read"] }"#}),
+        )
+        .await;
+        post("sys/auth/jwt", json!({"type": "jwt"})).await;
+        post(
+            "auth/jwt/config",
+            json!({"jwt_validation_pubkeys": [jwt_public_pem]}),
+        )
+        .await;
+        post(
+            "auth/jwt/role/openclaw",
+            json!({
+            "role_type": "jwt", "bound_audiences": ["vault"], "user_claim": "sub",
+            "bound_subject": SUBJECT, "token_policies": ["openclaw"], "token_ttl": "1h"}),
+        )
+        .await;
     }
 
     /// KV v2 at `secret/` (dev default) with two versions of `openclaw`; KV v1 at `kv1/`; a policy;
