@@ -669,9 +669,21 @@ async fn the_openclaw_example_mounts_through_the_emulator() {
     let world = World::start(&[]).await;
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
     let policy = std::fs::read_to_string(examples.join("openclaw-vault-policy.hcl")).unwrap();
-    world.bao.post("sys/policies/acl/openclaw", serde_json::json!({"policy": policy})).await;
+    world
+        .bao
+        .post(
+            "sys/policies/acl/openclaw",
+            serde_json::json!({"policy": policy}),
+        )
+        .await;
     let token_file = world.provider.dir.path().join("token");
-    std::fs::write(&token_file, world.kube.issue(openbao::POD_NAMESPACE, openbao::SERVICE_ACCOUNT)).unwrap();
+    std::fs::write(
+        &token_file,
+        world
+            .kube
+            .issue(openbao::POD_NAMESPACE, openbao::SERVICE_ACCOUNT),
+    )
+    .unwrap();
     let target = world.provider.dir.path().join("mount");
     let mut command = std::process::Command::new(support::BINARY);
     command
@@ -682,14 +694,35 @@ async fn the_openclaw_example_mounts_through_the_emulator() {
         .arg(examples.join("openclaw-vault.yaml"))
         .arg("--target")
         .arg(&target)
-        .args(["--namespace", openbao::POD_NAMESPACE, "--service-account", openbao::SERVICE_ACCOUNT])
+        .args([
+            "--namespace",
+            openbao::POD_NAMESPACE,
+            "--service-account",
+            openbao::SERVICE_ACCOUNT,
+        ])
         .arg("--token")
         .arg(format!("vault={}", token_file.display()));
     // The fake Kubernetes API runs on this test's runtime: wait for the emulator off it.
-    let out = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read_to_string(target.join("ANTHROPIC_API_KEY")).unwrap(), openbao::ANTHROPIC_KEY);
-    assert_eq!(std::fs::read_to_string(target.join("OPENCLAW_GATEWAY_TOKEN")).unwrap(), openbao::GATEWAY_TOKEN);
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join("ANTHROPIC_API_KEY")).unwrap(),
+        openbao::ANTHROPIC_KEY
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join("OPENCLAW_GATEWAY_TOKEN")).unwrap(),
+        openbao::GATEWAY_TOKEN
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("0440") && !stdout.contains(openbao::OPENAI_KEY), "{stdout}");
+    assert!(
+        stdout.contains("0440") && !stdout.contains(openbao::OPENAI_KEY),
+        "{stdout}"
+    );
 }

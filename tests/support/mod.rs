@@ -154,14 +154,12 @@ pub fn spawn_serve(socket: &Path, root: &Path, health: &str, log: &Path, extra: 
         .arg(socket)
         .arg("--file-root")
         .arg(root)
-        .args([
-            "--health-addr",
-            health,
-            "--log-format",
-            "json",
-            "--log-level",
-            "debug",
-        ])
+        .args(["--health-addr", health, "--log-format", "json"])
+        .args(if extra.contains(&"--log-level") {
+            &[][..]
+        } else {
+            &["--log-level", "debug"][..]
+        })
         .args(extra)
         .stdout(Stdio::null())
         .stderr(log_file)
