@@ -281,9 +281,8 @@ fn main() {
     runtime.block_on(async {
         let bench = setup().await;
         println!(
-            "machine: {} cores; OpenBao {} on loopback; {ITERATIONS} iterations, medians\n",
+            "machine: {} cores; OpenBao on loopback; {ITERATIONS} iterations, medians\n",
             std::thread::available_parallelism().map_or(0, |n| n.get()),
-            "2.7.2"
         );
         latency(&bench).await;
         println!();
