@@ -32,12 +32,17 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
-    /// A cache keeping values for `ttl` (0 = off), with at most `capacity` entries.
-    pub fn new(ttl: Duration, capacity: u64) -> Self {
+    /// A cache keeping values for `ttl` (0 = off), holding at most `max_bytes` as `size_of` counts them.
+    pub fn new(ttl: Duration, max_bytes: u64, size_of: fn(&V) -> usize) -> Self {
         let cache = (!ttl.is_zero()).then(|| {
             Cache::builder()
                 .time_to_live(ttl)
-                .max_capacity(capacity)
+                .weigher(move |_: &K, loaded: &Arc<Loaded<V>>| {
+                    u32::try_from(size_of(&loaded.value))
+                        .unwrap_or(u32::MAX)
+                        .max(1)
+                })
+                .max_capacity(max_bytes)
                 .build()
         });
         Self { cache }
@@ -78,7 +83,7 @@ mod tests {
 
     #[tokio::test]
     async fn coalesces_concurrent_reads_and_keeps_them_for_the_ttl() {
-        let cache = ValueCache::<&str, u32>::new(Duration::from_secs(60), 100);
+        let cache = ValueCache::<&str, u32>::new(Duration::from_secs(60), 100, |_| 1);
         let loads = AtomicUsize::new(0);
         let results = futures_util::future::join_all(
             (0..20).map(|_| cache.get_or_load("k", read(&loads, true))),
@@ -97,7 +102,7 @@ mod tests {
 
     #[tokio::test]
     async fn never_keeps_uncacheable_values_or_errors_and_can_be_off() {
-        let cache = ValueCache::<&str, u32>::new(Duration::from_secs(60), 100);
+        let cache = ValueCache::<&str, u32>::new(Duration::from_secs(60), 100, |_| 1);
         let loads = AtomicUsize::new(0);
         cache
             .get_or_load("lease", read(&loads, false))
@@ -112,9 +117,36 @@ mod tests {
         assert!(cache.get_or_load("e", failing).await.is_err());
         cache.get_or_load("e", read(&loads, true)).await.unwrap();
         assert_eq!(loads.load(Ordering::SeqCst), 3);
-        let off = ValueCache::<&str, u32>::new(Duration::ZERO, 100);
+        let off = ValueCache::<&str, u32>::new(Duration::ZERO, 100, |_| 1);
         off.get_or_load("k", read(&loads, true)).await.unwrap();
         off.get_or_load("k", read(&loads, true)).await.unwrap();
         assert_eq!(loads.load(Ordering::SeqCst), 5);
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn values_larger_than_the_cache_are_not_kept() {
+        let cache = ValueCache::<&str, Vec<u8>>::new(Duration::from_secs(60), 1000, Vec::len);
+        let loads = std::sync::atomic::AtomicUsize::new(0);
+        for _ in 0..2 {
+            cache
+                .get_or_load("big", async {
+                    loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok(Loaded {
+                        value: vec![0; 5000],
+                        cacheable: true,
+                    })
+                })
+                .await
+                .unwrap();
+            if let Some(cache) = &cache.cache {
+                cache.run_pending_tasks().await;
+            }
+        }
+        assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }

@@ -31,6 +31,10 @@ use crate::response::{MountResponse, MountedFile, ObjectVersion, validate_file_p
 use crate::transform;
 use crate::version_hmac::VersionKey;
 
+/// Most bytes of Vault answers the value cache holds (each counted as three times its raw size, for the
+/// parsed copy beside it).
+const VALUE_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
 /// Settings of the Vault backend (from the provider's flags).
 #[derive(Debug, Clone)]
 pub struct VaultSettings {
@@ -83,7 +87,9 @@ impl VaultBackend {
         Self {
             http: VaultHttp::new(settings.request_timeout, settings.retries),
             tokens: TokenCache::new(settings.token_cache_size),
-            values: ValueCache::new(settings.cache_ttl, 10_000),
+            values: ValueCache::new(settings.cache_ttl, VALUE_CACHE_BYTES, |data| {
+                data.raw.len() * 3
+            }),
             objects: ObjectListCache::new(settings.max_objects),
             versions,
             settings,
@@ -343,5 +349,57 @@ impl Backend for VaultBackend {
 
     fn mount<'a>(&'a self, request: &'a MountRequest) -> BoxFuture<'a, MountResult<MountResponse>> {
         Box::pin(self.mount_objects(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::vault::params::{HttpMethod, TlsParams};
+
+    #[test]
+    fn kv2_answers_are_recognised_by_shape() {
+        let kv2 = serde_json::json!({"data": {"data": {"k": "v"}, "metadata": {"version": 7}}});
+        let (data, version) = kv2_data(&kv2).unwrap();
+        assert_eq!((data["k"].as_str(), version), (Some("v"), Some(7)));
+        // KV v1 with a key named "data" is not KV v2.
+        let kv1 = serde_json::json!({"data": {"data": {"k": "v"}}});
+        assert!(kv2_data(&kv1).is_none());
+        assert!(kv2_data(&serde_json::json!({"data": {"k": "v"}})).is_none());
+    }
+
+    #[test]
+    fn statuses_map_to_codes_naming_role_and_path() {
+        let params = VaultParams {
+            role: "app".into(),
+            address: "http://v".into(),
+            namespace: None,
+            auth_mount: "kubernetes".into(),
+            audience: "vault".into(),
+            tls: TlsParams::default(),
+        };
+        let secret = SecretRequest {
+            path: "secret/data/x".into(),
+            query: None,
+            method: HttpMethod::Get,
+            body: None,
+        };
+        let cases = [
+            (403, ErrorKind::PermissionDenied, "VaultPermissionDenied"),
+            (404, ErrorKind::NotFound, "SecretNotFound"),
+            (400, ErrorKind::InvalidArgument, "VaultBadRequest"),
+            (503, ErrorKind::Unavailable, "VaultUnavailable"),
+            (418, ErrorKind::Internal, "VaultUnexpectedStatus"),
+        ];
+        for (status, kind, reason) in cases {
+            let error = status_error(&params, &secret, status, "permission denied");
+            assert_eq!((error.kind, error.reason), (kind, reason));
+            assert!(error.message.contains("secret/data/x"));
+        }
+        assert!(
+            status_error(&params, &secret, 403, "")
+                .message
+                .contains("\"app\"")
+        );
     }
 }
