@@ -160,14 +160,7 @@ path "secret/data/bench/*" { capabilities = ["read"] }"#;
 /// (a): median latency of mounts, cold (a new identity: login + reads) and warm (login cached), against the
 /// plain sequential baseline, with the value cache off so every mount really reads.
 async fn latency(bench: &Bench) {
-    let provider = Provider::start(&[
-        "--vault-addr",
-        &bench.bao.address,
-        "--cache-ttl",
-        "0",
-        "--log-level",
-        "warn",
-    ]);
+    let provider = start_provider(bench, "0");
     let client = provider.client().await;
     let cases = [
         (
@@ -223,14 +216,7 @@ async fn requests(bench: &Bench) {
     let objects = openclaw_objects();
     for (cache, ttl) in [("off", "0"), ("on (5 s)", "5")] {
         for count in [1usize, 10, 100] {
-            let provider = Provider::start(&[
-                "--vault-addr",
-                &bench.bao.address,
-                "--cache-ttl",
-                ttl,
-                "--log-level",
-                "warn",
-            ]);
+            let provider = start_provider(bench, ttl);
             let client = provider.client().await;
             let (logins, reads) = counts(&bench.bao);
             let identity = 2000 + count + if ttl == "0" { 0 } else { 500 };
@@ -244,14 +230,7 @@ async fn requests(bench: &Bench) {
                 r - reads
             );
         }
-        let provider = Provider::start(&[
-            "--vault-addr",
-            &bench.bao.address,
-            "--cache-ttl",
-            ttl,
-            "--log-level",
-            "warn",
-        ]);
+        let provider = start_provider(bench, ttl);
         let client = provider.client().await;
         let (logins, reads) = counts(&bench.bao);
         let identity = if ttl == "0" { 3000 } else { 3001 };
@@ -264,6 +243,17 @@ async fn requests(bench: &Bench) {
             r - reads
         );
     }
+}
+
+fn start_provider(bench: &Bench, cache_ttl: &str) -> Provider {
+    Provider::start(&[
+        "--vault-addr",
+        &bench.bao.address,
+        "--cache-ttl",
+        cache_ttl,
+        "--log-level",
+        "warn",
+    ])
 }
 
 fn counts(bao: &OpenBao) -> (usize, usize) {

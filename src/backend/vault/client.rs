@@ -1,6 +1,7 @@
-//! HTTP to Vault/OpenBao: one client per TLS configuration (kept, bounded), every attempt bounded in time,
-//! connection errors, timeouts and 5xx/412 answers retried with backoff and jitter, and transport failures
-//! turned into errors that say what failed (address, TLS) — never a token or a value.
+//! HTTP to Vault/OpenBao: one client per address and TLS configuration (kept, bounded), every attempt
+//! bounded in time, connection errors and 5xx/412 answers (and timeouts of reads) retried with backoff and
+//! jitter, and transport failures turned into errors that say what failed (address, TLS) — never a token or
+//! a value.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -73,10 +74,11 @@ impl VaultHttp {
                     reply.status.is_server_error()
                         || reply.status == StatusCode::PRECONDITION_FAILED
                 }
-                Err(error) => matches!(
-                    error.kind,
-                    ErrorKind::Unavailable | ErrorKind::DeadlineExceeded
-                ),
+                // A write that timed out may have been done: only reads are retried after a timeout.
+                Err(error) => {
+                    error.kind == ErrorKind::Unavailable
+                        || (error.kind == ErrorKind::DeadlineExceeded && method == HttpMethod::Get)
+                }
             };
             if !retry || attempt >= self.retries {
                 return result;
