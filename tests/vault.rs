@@ -363,6 +363,22 @@ async fn errors_name_role_path_and_key_never_values() {
         "{}",
         status.message()
     );
+    // Without kubelet's pod info the identity is unknown: refused, never a shared token.
+    let token = world.issuer.token(openbao::SUBJECT, &["vault"]);
+    let attributes = serde_json::json!({
+        "backend": "vault", "roleName": "openclaw", "vaultAuthMountPath": "jwt", "objects": OPENCLAW_OBJECTS,
+        TOKENS: tokens_attribute("vault", &token),
+    });
+    let status = world
+        .mount(support::raw_request(&attributes.to_string()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("podInfoOnMount"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test]

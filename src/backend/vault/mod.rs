@@ -135,6 +135,7 @@ impl VaultBackend {
     async fn mount_objects(&self, request: &MountRequest) -> MountResult<MountResponse> {
         let params = VaultParams::parse(request, &self.settings.defaults)?;
         let plan = self.plan(request)?;
+        require_pod_identity(request)?;
         let identity = Identity::of(&params, &request.pod);
         let distinct: Vec<SecretRequest> = plan
             .iter()
@@ -160,7 +161,12 @@ impl VaultBackend {
         }
         let mut response = MountResponse::default();
         for planned in plan {
-            let data = &by_request[&planned.request];
+            let Some(data) = by_request.get(&planned.request) else {
+                return Err(MountError::internal(
+                    "VaultBadAnswer",
+                    "a request of this mount got no answer",
+                ));
+            };
             let (contents, version) = self.object_contents(&planned, &data.value)?;
             response.versions.push(ObjectVersion {
                 id: planned.object.object_name.clone(),
@@ -291,6 +297,20 @@ impl VaultBackend {
         };
         Ok((contents, version))
     }
+}
+
+/// Tokens and values are cached per pod namespace and service account, as kubelet reports them; without
+/// them pods could share each other's Vault tokens, so the mount is refused.
+fn require_pod_identity(request: &MountRequest) -> MountResult<()> {
+    if request.pod.namespace.is_empty() || request.pod.service_account.is_empty() {
+        return Err(MountError::new(
+            ErrorKind::FailedPrecondition,
+            "MissingPodInfo",
+            "the driver sent no pod namespace or service account: the CSIDriver secrets-store.csi.k8s.io \
+             needs podInfoOnMount: true",
+        ));
+    }
+    Ok(())
 }
 
 /// A KV v2 answer's `data.data` and `data.metadata.version`.
