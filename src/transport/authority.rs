@@ -634,6 +634,72 @@ mod tests {
         assert_eq!(&rewriter.output()[..], &input[..]);
     }
 
+    /// xorshift64*: deterministic pseudo-random bytes for the robustness test below.
+    struct Random(u64);
+
+    impl Random {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn arbitrary_and_mutated_input_never_panics_and_is_bounded() {
+        let mut encoder = Encoder::new();
+        let headers = request_headers("/var/run/x.sock");
+        let block = encoder.encode(headers.iter().map(|(n, v)| (&n[..], &v[..])));
+        let mut valid = PREFACE.to_vec();
+        valid.extend(frame(0x4, 0, 0, &[]));
+        valid.extend(frame(
+            TYPE_HEADERS,
+            FLAG_END_HEADERS | FLAG_PADDED,
+            1,
+            &[[2u8].as_slice(), &block, &[0, 0]].concat(),
+        ));
+        valid.extend(frame(0x0, FLAG_END_STREAM, 1, b"\0\0\0\0\0"));
+        let mut random = Random(0x9e37_79b9_7f4a_7c15);
+        for round in 0..3000 {
+            let mut input = if round % 3 == 0 {
+                (0..random.below(400))
+                    .map(|_| random.next() as u8)
+                    .collect()
+            } else {
+                valid.clone()
+            };
+            for _ in 0..random.below(6) {
+                if input.is_empty() {
+                    break;
+                }
+                let at = random.below(input.len());
+                input[at] = random.next() as u8;
+            }
+            if round % 3 == 1 {
+                input.truncate(PREFACE.len() + random.below(valid.len() - PREFACE.len()));
+            }
+            let mut rewriter = Rewriter::default();
+            let mut produced = 0;
+            for chunk in input.chunks(1 + random.below(64)) {
+                rewriter.feed(chunk);
+                produced += rewriter.output().split().len();
+            }
+            rewriter.finish();
+            produced += rewriter.output().split().len();
+            // Re-encoding may grow a block (no Huffman, no indexing) but never without bound.
+            assert!(
+                produced <= input.len() * 8 + 1024,
+                "round {round}: {produced} from {}",
+                input.len()
+            );
+        }
+    }
+
     #[test]
     fn integer_encoding_matches_rfc_examples() {
         let mut out = vec![];
