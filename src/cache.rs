@@ -48,22 +48,36 @@ where
         Self { cache }
     }
 
-    /// The value for `key`: kept, joined from an identical read in flight, or loaded now.
-    pub async fn get_or_load<F>(&self, key: K, load: F) -> Result<Arc<Loaded<V>>, MountError>
+    /// Whether the cache is on (a TTL above 0).
+    pub fn is_on(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// The value for `key`: kept, joined from an identical read in flight, or loaded now. The flag says
+    /// whether this call's own `load` ran (a miss).
+    pub async fn get_or_load<F>(
+        &self,
+        key: K,
+        load: F,
+    ) -> Result<(Arc<Loaded<V>>, bool), MountError>
     where
         F: Future<Output = Result<Loaded<V>, MountError>>,
     {
         let Some(cache) = &self.cache else {
-            return load.await.map(Arc::new);
+            return load.await.map(|loaded| (Arc::new(loaded), true));
         };
+        let mut loaded_here = false;
         let loaded = cache
-            .try_get_with(key.clone(), async { load.await.map(Arc::new) })
+            .try_get_with(key.clone(), async {
+                loaded_here = true;
+                load.await.map(Arc::new)
+            })
             .await
             .map_err(|e| (*e).clone())?;
         if !loaded.cacheable {
             cache.invalidate(&key).await;
         }
-        Ok(loaded)
+        Ok((loaded, loaded_here))
     }
 }
 
@@ -89,7 +103,12 @@ mod tests {
             (0..20).map(|_| cache.get_or_load("k", read(&loads, true))),
         )
         .await;
-        assert!(results.iter().all(|r| r.as_ref().unwrap().value == 7));
+        assert!(results.iter().all(|r| r.as_ref().unwrap().0.value == 7));
+        assert_eq!(
+            results.iter().filter(|r| r.as_ref().unwrap().1).count(),
+            1,
+            "one caller loaded"
+        );
         assert_eq!(loads.load(Ordering::SeqCst), 1);
         cache.get_or_load("k", read(&loads, true)).await.unwrap();
         assert_eq!(loads.load(Ordering::SeqCst), 1, "kept");

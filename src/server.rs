@@ -137,7 +137,9 @@ fn file_root(config: &ServeConfig) -> Result<Option<FileRoot>, ServeError> {
         })
 }
 
-fn backends(config: &ServeConfig) -> Result<Backends, ServeError> {
+// Without backend features the metrics have no backend to go to.
+#[cfg_attr(not(feature = "vault"), allow(unused_variables))]
+fn backends(config: &ServeConfig, metrics: &Arc<Metrics>) -> Result<Backends, ServeError> {
     let versions = Arc::new(version_key(config)?);
     let file = FileBackend::new(
         file_root(config)?,
@@ -151,6 +153,7 @@ fn backends(config: &ServeConfig) -> Result<Backends, ServeError> {
         Arc::new(crate::backend::vault::VaultBackend::new(
             vault_settings(config),
             versions,
+            metrics.clone(),
         )),
     ]))
 }
@@ -179,17 +182,18 @@ pub async fn run(
     config: ServeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let backends = backends(&config)?;
-    run_with_backends(config, backends, shutdown).await
+    let metrics = Arc::new(Metrics::default());
+    let backends = backends(&config, &metrics)?;
+    run_with_backends(config, backends, metrics, shutdown).await
 }
 
 /// [`run`] with the given backends instead of those the configuration builds.
 pub async fn run_with_backends(
     config: ServeConfig,
     backends: Backends,
+    metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let metrics = Arc::new(Metrics::default());
     let (socket, listener) = ProviderSocket::bind(&config.socket)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (abort_tx, abort_rx) = watch::channel(false);

@@ -10,6 +10,7 @@ use openclaw_csi_provider::proto;
 use openclaw_csi_provider::request::MountRequest;
 use openclaw_csi_provider::response::{MountResponse, MountedFile, ObjectVersion};
 use openclaw_csi_provider::server::{self, ServeConfig};
+use openclaw_csi_provider::telemetry::metrics::Metrics;
 
 /// A backend that takes a fixed time to answer, like a slow secret store.
 struct SlowBackend(Duration);
@@ -75,6 +76,7 @@ async fn mount_during_shutdown(
     let provider = tokio::spawn(server::run_with_backends(
         config(&socket, grace),
         backends,
+        Arc::new(Metrics::default()),
         async {
             let _ = stop_rx.await;
         },

@@ -418,6 +418,18 @@ async fn the_value_cache_coalesces_concurrent_identical_mounts() {
         "one read per distinct path"
     );
     assert_eq!(world.bao.count("read", "kv1/app"), 1);
+    let (_, metrics) = world.provider.http_get("/metrics");
+    assert!(
+        metrics.contains(r#"openclaw_provider_backend_requests_total{backend="vault",operation="login",outcome="2xx"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"openclaw_provider_backend_requests_total{backend="vault",operation="read",outcome="2xx"} 2"#));
+    assert!(metrics.contains(
+        r#"openclaw_provider_value_cache_lookups_total{backend="vault",result="miss"} 2"#
+    ));
+    assert!(metrics.contains(
+        r#"openclaw_provider_value_cache_lookups_total{backend="vault",result="hit"} 198"#
+    ));
 }
 
 #[tokio::test]

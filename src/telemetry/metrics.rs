@@ -26,6 +26,19 @@ struct CodeLabel {
     code: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendRequestLabels {
+    backend: &'static str,
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    backend: &'static str,
+    result: &'static str,
+}
+
 /// The result code of a successful mount.
 pub const OK: &str = "Ok";
 
@@ -35,6 +48,8 @@ pub struct Metrics {
     mounts: Family<MountLabels, Counter>,
     errors: Family<CodeLabel, Counter>,
     duration: Family<BackendLabel, Histogram>,
+    backend_requests: Family<BackendRequestLabels, Counter>,
+    cache_lookups: Family<CacheLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -63,11 +78,25 @@ impl Default for Metrics {
             "Time to answer a Mount call, by backend",
             duration.clone(),
         );
+        let backend_requests = Family::<BackendRequestLabels, Counter>::default();
+        let cache_lookups = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "backend_requests",
+            "Requests to secret backends by operation (login, read, write) and outcome (HTTP status class or error code)",
+            backend_requests.clone(),
+        );
+        registry.register(
+            "value_cache_lookups",
+            "Value cache lookups: hit (kept, or joined an identical read in flight) or miss (read from the backend)",
+            cache_lookups.clone(),
+        );
         Self {
             registry,
             mounts,
             errors,
             duration,
+            backend_requests,
+            cache_lookups,
         }
     }
 }
@@ -84,6 +113,30 @@ impl Metrics {
         self.duration
             .get_or_create(&BackendLabel { backend })
             .observe(seconds);
+    }
+
+    /// Records one request to a backend (after its retries).
+    pub fn record_backend_request(
+        &self,
+        backend: &'static str,
+        operation: &'static str,
+        outcome: &'static str,
+    ) {
+        self.backend_requests
+            .get_or_create(&BackendRequestLabels {
+                backend,
+                operation,
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Records one value cache lookup.
+    pub fn record_cache_lookup(&self, backend: &'static str, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.cache_lookups
+            .get_or_create(&CacheLabels { backend, result })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.

@@ -4,7 +4,7 @@
 //! a value.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::{Certificate, Client, Identity as ClientIdentity, Method, StatusCode};
@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 
 use super::params::{HttpMethod, TlsParams, VaultParams};
 use crate::error::{ErrorKind, MountError, MountResult};
+use crate::telemetry::metrics::Metrics;
 
 /// Most HTTP clients kept (one per distinct TLS configuration).
 const MAX_CLIENTS: usize = 64;
@@ -42,14 +43,16 @@ pub struct VaultHttp {
     clients: Mutex<HashMap<ClientKey, Client>>,
     timeout: Duration,
     retries: u32,
+    metrics: Arc<Metrics>,
 }
 
 impl VaultHttp {
-    pub fn new(timeout: Duration, retries: u32) -> Self {
+    pub fn new(timeout: Duration, retries: u32, metrics: Arc<Metrics>) -> Self {
         Self {
             clients: Mutex::new(HashMap::new()),
             timeout,
             retries,
+            metrics,
         }
     }
 
@@ -81,11 +84,31 @@ impl VaultHttp {
                 }
             };
             if !retry || attempt >= self.retries {
+                self.record(method, path_and_query, &result);
                 return result;
             }
             attempt += 1;
             tokio::time::sleep(backoff(attempt)).await;
         }
+    }
+
+    fn record(&self, method: HttpMethod, path: &str, result: &MountResult<VaultReply>) {
+        let operation = if path.starts_with("auth/") && path.ends_with("/login") {
+            "login"
+        } else if method == HttpMethod::Get {
+            "read"
+        } else {
+            "write"
+        };
+        let outcome = match result {
+            Ok(reply) if reply.status.is_success() => "2xx",
+            Ok(reply) if reply.status.is_client_error() => "4xx",
+            Ok(reply) if reply.status.is_server_error() => "5xx",
+            Ok(_) => "other",
+            Err(error) => error.reason,
+        };
+        self.metrics
+            .record_backend_request(super::BACKEND_NAME, operation, outcome);
     }
 
     async fn attempt(

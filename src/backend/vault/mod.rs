@@ -28,8 +28,12 @@ use crate::cache::{Loaded, ValueCache};
 use crate::error::{ErrorKind, MountError, MountResult};
 use crate::request::MountRequest;
 use crate::response::{MountResponse, MountedFile, ObjectVersion, validate_file_path};
+use crate::telemetry::metrics::Metrics;
 use crate::transform;
 use crate::version_hmac::VersionKey;
+
+/// The value of `backend` that picks this backend (also its metric label).
+pub const BACKEND_NAME: &str = "vault";
 
 /// Most bytes of Vault answers the value cache holds (each counted as three times its raw size, for the
 /// parsed copy beside it).
@@ -68,6 +72,7 @@ struct ReadKey {
 /// Reads secrets from Vault or OpenBao.
 pub struct VaultBackend {
     settings: VaultSettings,
+    metrics: Arc<Metrics>,
     http: VaultHttp,
     tokens: TokenCache,
     values: ValueCache<ReadKey, VaultData>,
@@ -83,9 +88,10 @@ struct PlannedObject {
 }
 
 impl VaultBackend {
-    pub fn new(settings: VaultSettings, versions: Arc<VersionKey>) -> Self {
+    pub fn new(settings: VaultSettings, versions: Arc<VersionKey>, metrics: Arc<Metrics>) -> Self {
         Self {
-            http: VaultHttp::new(settings.request_timeout, settings.retries),
+            http: VaultHttp::new(settings.request_timeout, settings.retries, metrics.clone()),
+            metrics,
             tokens: TokenCache::new(settings.token_cache_size),
             values: ValueCache::new(settings.cache_ttl, VALUE_CACHE_BYTES, |data| {
                 data.raw.len() * 3
@@ -197,7 +203,11 @@ impl VaultBackend {
             identity: identity.clone(),
             request: secret.clone(),
         };
-        self.values.get_or_load(key, load).await
+        let (loaded, missed) = self.values.get_or_load(key, load).await?;
+        if self.values.is_on() {
+            self.metrics.record_cache_lookup(BACKEND_NAME, !missed);
+        }
+        Ok(loaded)
     }
 
     /// Sends the request with the identity's token; on 403 logs in once more and retries once.
@@ -364,7 +374,7 @@ fn status_error(
 
 impl Backend for VaultBackend {
     fn name(&self) -> &'static str {
-        "vault"
+        BACKEND_NAME
     }
 
     fn mount<'a>(&'a self, request: &'a MountRequest) -> BoxFuture<'a, MountResult<MountResponse>> {
