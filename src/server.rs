@@ -72,6 +72,11 @@ pub struct ServeConfig {
     /// Vault namespace used when a SecretProviderClass sets none.
     #[arg(long, env = "VAULT_NAMESPACE")]
     pub vault_namespace: Option<String>,
+    /// Comma-separated Vault addresses SecretProviderClasses may use (besides --vault-addr); empty = any.
+    /// Pods can override `vaultAddress` through volumeAttributes: set this to keep the provider (and the
+    /// pods' tokens) on your Vault.
+    #[arg(long, env = "OPENCLAW_VAULT_ALLOWED_ADDRESSES", value_delimiter = ',')]
+    pub vault_allowed_addresses: Vec<String>,
     /// Vault auth mount used when a SecretProviderClass sets none.
     #[arg(long, env = "OPENCLAW_VAULT_MOUNT", default_value = "kubernetes")]
     pub vault_mount: String,
@@ -167,6 +172,12 @@ fn vault_settings(config: &ServeConfig) -> crate::backend::vault::VaultSettings 
             address: non_empty(&config.vault_addr),
             namespace: non_empty(&config.vault_namespace),
             auth_mount: config.vault_mount.trim().trim_matches('/').to_string(),
+            allowed_addresses: config
+                .vault_allowed_addresses
+                .iter()
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .collect(),
         },
         request_timeout: Duration::from_secs(config.backend_timeout),
         retries: 2,

@@ -754,3 +754,32 @@ async fn the_openclaw_example_mounts_through_the_emulator() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn allowed_addresses_keep_pods_on_the_admins_vault() {
+    let world = World::start(&[
+        "--vault-allowed-addresses",
+        "https://vault.example:8200,https://backup.example:8200",
+    ])
+    .await;
+    world
+        .mount(world.jwt_request(OPENCLAW_OBJECTS))
+        .await
+        .expect("the provider's own --vault-addr is allowed");
+    let token = world.issuer.token(openbao::SUBJECT, &["vault"]);
+    let request = mount_request(&[
+        ("backend", "vault"),
+        ("roleName", "openclaw"),
+        ("vaultAuthMountPath", "jwt"),
+        ("vaultAddress", "http://127.0.0.1:9"),
+        ("objects", OPENCLAW_OBJECTS),
+        (TOKENS, &tokens_attribute("vault", &token)),
+    ]);
+    let status = world.mount(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().starts_with("VaultAddressNotAllowed: "),
+        "{}",
+        status.message()
+    );
+}

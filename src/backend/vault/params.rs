@@ -53,11 +53,13 @@ pub struct VaultParams {
 }
 
 /// Provider-wide defaults from flags.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct VaultDefaults {
     pub address: Option<String>,
     pub namespace: Option<String>,
     pub auth_mount: String,
+    /// When not empty, the only addresses mounts may use (besides `address`).
+    pub allowed_addresses: Vec<String>,
 }
 
 /// One entry of `objects`.
@@ -146,6 +148,7 @@ impl VaultParams {
                 invalid("no Vault address: set \"vaultAddress\" or start the provider with --vault-addr".into())
             })?;
         let address = check_address(&address)?;
+        check_allowed(&address, defaults)?;
         let kubernetes_mount = prefixed(request, "KubernetesMountPath")?;
         let auth_mount = prefixed(request, "AuthMountPath")?;
         let auth_mount = match (kubernetes_mount, auth_mount) {
@@ -212,6 +215,29 @@ fn check_address(address: &str) -> MountResult<String> {
         )));
     }
     Ok(trimmed.to_string())
+}
+
+/// With `--vault-allowed-addresses` set, pods cannot send the provider (and their token) anywhere else.
+fn check_allowed(address: &str, defaults: &VaultDefaults) -> MountResult<()> {
+    let normal = |a: &str| a.trim().trim_end_matches('/').to_ascii_lowercase();
+    let wanted = normal(address);
+    let allowed = defaults.allowed_addresses.is_empty()
+        || defaults
+            .address
+            .as_deref()
+            .is_some_and(|d| normal(d) == wanted)
+        || defaults
+            .allowed_addresses
+            .iter()
+            .any(|a| normal(a) == wanted);
+    if allowed {
+        return Ok(());
+    }
+    Err(MountError::new(
+        crate::error::ErrorKind::PermissionDenied,
+        "VaultAddressNotAllowed",
+        format!("Vault address {address:?} is not among the provider's --vault-allowed-addresses"),
+    ))
 }
 
 fn check_mount(mount: &str) -> MountResult<()> {
@@ -322,9 +348,29 @@ mod tests {
     fn defaults() -> VaultDefaults {
         VaultDefaults {
             address: Some("http://127.0.0.1:8200".into()),
-            namespace: None,
             auth_mount: "kubernetes".into(),
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn allowed_addresses_bound_where_pods_can_send_the_provider() {
+        let mut defaults = defaults();
+        let at = |address: &str| request(&[("roleName", "a"), ("vaultAddress", address)]);
+        assert!(
+            VaultParams::parse(&at("http://anywhere:8200"), &defaults).is_ok(),
+            "no list: any address"
+        );
+        defaults.allowed_addresses = vec!["https://vault.example:8200/".into()];
+        assert!(VaultParams::parse(&at("https://VAULT.example:8200"), &defaults).is_ok());
+        assert!(
+            VaultParams::parse(&at("http://127.0.0.1:8200"), &defaults).is_ok(),
+            "the default address"
+        );
+        assert!(VaultParams::parse(&request(&[("roleName", "a")]), &defaults).is_ok());
+        let error = VaultParams::parse(&at("http://attacker:8200"), &defaults).unwrap_err();
+        assert_eq!(error.reason, "VaultAddressNotAllowed");
+        assert!(error.message.contains("http://attacker:8200"));
     }
 
     #[test]
