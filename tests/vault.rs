@@ -56,15 +56,7 @@ impl World {
 
     /// A JWT-auth mount of `objects` as the test pod.
     fn jwt_request(&self, objects: &str) -> proto::MountRequest {
-        let token = self.issuer.token(openbao::SUBJECT, &["vault"]);
-        let tokens = tokens_attribute("vault", &token);
-        mount_request(&[
-            ("backend", "vault"),
-            ("roleName", "openclaw"),
-            ("vaultAuthMountPath", "jwt"),
-            ("objects", objects),
-            (TOKENS, &tokens),
-        ])
+        jwt_request(&self.issuer, objects, &[])
     }
 
     async fn mount(
@@ -74,6 +66,21 @@ impl World {
         let mut client = self.provider.client().await;
         client.mount(request).await.map(tonic::Response::into_inner)
     }
+}
+
+/// A JWT-auth mount of `objects` as the test pod, with extra parameters.
+fn jwt_request(issuer: &JwtIssuer, objects: &str, extra: &[(&str, &str)]) -> proto::MountRequest {
+    let token = issuer.token(openbao::SUBJECT, &["vault"]);
+    let tokens = tokens_attribute("vault", &token);
+    let mut parameters = vec![
+        ("backend", "vault"),
+        ("roleName", "openclaw"),
+        ("vaultAuthMountPath", "jwt"),
+        ("objects", objects),
+        (TOKENS, tokens.as_str()),
+    ];
+    parameters.extend_from_slice(extra);
+    mount_request(&parameters)
 }
 
 fn files(response: &proto::MountResponse) -> HashMap<&str, &proto::File> {
@@ -456,16 +463,7 @@ async fn openbao_stopping_gives_bounded_unavailable_and_the_provider_recovers() 
                 .map(tonic::Response::into_inner)
         }
     };
-    let request = || {
-        let token = issuer.token(openbao::SUBJECT, &["vault"]);
-        mount_request(&[
-            ("backend", "vault"),
-            ("roleName", "openclaw"),
-            ("vaultAuthMountPath", "jwt"),
-            ("objects", OPENCLAW_OBJECTS),
-            (TOKENS, &tokens_attribute("vault", &token)),
-        ])
-    };
+    let request = || jwt_request(&issuer, OPENCLAW_OBJECTS, &[]);
     let (dir, port) = bao.stop();
 
     // OpenBao is gone: the mount fails clearly and within bounds, and the provider keeps serving.
@@ -614,16 +612,8 @@ async fn vault_namespace_reads_inside_the_namespace() {
         .bao
         .configure_namespace("team-a", &world.issuer.public_pem(), "sk-team-a-VALUE")
         .await;
-    let token = world.issuer.token(openbao::SUBJECT, &["vault"]);
     let objects = "- objectName: OPENAI_API_KEY\n  secretPath: secret/data/openclaw\n  secretKey: OPENAI_API_KEY\n";
-    let request = mount_request(&[
-        ("backend", "vault"),
-        ("roleName", "openclaw"),
-        ("vaultAuthMountPath", "jwt"),
-        ("vaultNamespace", "team-a"),
-        ("objects", objects),
-        (TOKENS, &tokens_attribute("vault", &token)),
-    ]);
+    let request = jwt_request(&world.issuer, objects, &[("vaultNamespace", "team-a")]);
     let response = world.mount(request).await.expect("mount in namespace");
     assert_eq!(response.files[0].contents, b"sk-team-a-VALUE");
     // The same SecretProviderClass without the namespace reads the root namespace's secret.
@@ -657,15 +647,7 @@ async fn a_slow_backend_ends_in_a_bounded_error_and_the_provider_keeps_serving()
         Duration::from_secs(30),
     )
     .await;
-    let token = world.issuer.token(openbao::SUBJECT, &["vault"]);
-    let request = mount_request(&[
-        ("backend", "vault"),
-        ("roleName", "openclaw"),
-        ("vaultAuthMountPath", "jwt"),
-        ("vaultAddress", &slow),
-        ("objects", OPENCLAW_OBJECTS),
-        (TOKENS, &tokens_attribute("vault", &token)),
-    ]);
+    let request = jwt_request(&world.issuer, OPENCLAW_OBJECTS, &[("vaultAddress", &slow)]);
     let started = Instant::now();
     let status = world.mount(request).await.unwrap_err();
     let took = started.elapsed();
@@ -766,15 +748,11 @@ async fn allowed_addresses_keep_pods_on_the_admins_vault() {
         .mount(world.jwt_request(OPENCLAW_OBJECTS))
         .await
         .expect("the provider's own --vault-addr is allowed");
-    let token = world.issuer.token(openbao::SUBJECT, &["vault"]);
-    let request = mount_request(&[
-        ("backend", "vault"),
-        ("roleName", "openclaw"),
-        ("vaultAuthMountPath", "jwt"),
-        ("vaultAddress", "http://127.0.0.1:9"),
-        ("objects", OPENCLAW_OBJECTS),
-        (TOKENS, &tokens_attribute("vault", &token)),
-    ]);
+    let request = jwt_request(
+        &world.issuer,
+        OPENCLAW_OBJECTS,
+        &[("vaultAddress", "http://127.0.0.1:9")],
+    );
     let status = world.mount(request).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     assert!(
