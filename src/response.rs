@@ -93,12 +93,7 @@ impl MountResponse {
     pub fn validate(&self) -> MountResult<()> {
         let mut paths = BTreeSet::new();
         for file in &self.files {
-            validate_file_path(&file.path).map_err(|why| {
-                MountError::invalid(
-                    "InvalidFilePath",
-                    format!("file path {:?} {why}", file.path),
-                )
-            })?;
+            check_output_path("file path", &file.path)?;
             if file.mode > 0o777 {
                 return Err(MountError::invalid(
                     "InvalidFileMode",
@@ -175,6 +170,12 @@ pub fn too_large(total: u64, max_bytes: usize, mut sizes: Vec<(&str, u64)>) -> M
             largest.join(", ")
         ),
     )
+}
+
+/// [`validate_file_path`] as a Mount error naming where the path came from (`objects[2].path`, …).
+pub fn check_output_path(field: &str, path: &str) -> MountResult<()> {
+    validate_file_path(path)
+        .map_err(|why| MountError::invalid("InvalidFilePath", format!("{field} {path:?} {why}")))
 }
 
 /// The driver's rule for a file path (secrets-store-csi-driver `validateFilePath`), plus no NUL byte.

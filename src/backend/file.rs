@@ -20,7 +20,7 @@ use super::{Backend, BoxFuture};
 use crate::error::{ErrorKind, MountError, MountResult};
 use crate::file_mode::FileMode;
 use crate::request::MountRequest;
-use crate::response::{MountResponse, MountedFile, ObjectVersion, too_large, validate_file_path};
+use crate::response::{MountResponse, MountedFile, ObjectVersion, check_output_path, too_large};
 use crate::version_hmac::VersionKey;
 
 /// One entry of `objects`.
@@ -79,12 +79,7 @@ impl FileBackend {
                     .path
                     .clone()
                     .unwrap_or_else(|| object.object_name.clone());
-                validate_file_path(&output_path).map_err(|why| {
-                    MountError::invalid(
-                        "InvalidFilePath",
-                        format!("objects[{index}].path {output_path:?} {why}"),
-                    )
-                })?;
+                check_output_path(&format!("objects[{index}].path"), &output_path)?;
                 Ok(PlannedObject {
                     output_path,
                     mode: object

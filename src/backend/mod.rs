@@ -59,12 +59,14 @@ impl Backends {
 
     /// The backend the request picks.
     pub fn select(&self, request: &MountRequest) -> MountResult<&dyn Backend> {
-        let valid = self.names().join(", ");
+        // Built only on the error paths: selection runs on every mount.
+        let valid = || self.names().join(", ");
         let Some(name) = request.backend_name() else {
             return Err(MountError::invalid(
                 "MissingBackend",
                 format!(
-                    "the SecretProviderClass has no parameter {BACKEND_PARAMETER:?}: set it to one of: {valid}"
+                    "the SecretProviderClass has no parameter {BACKEND_PARAMETER:?}: set it to one of: {}",
+                    valid()
                 ),
             ));
         };
@@ -76,7 +78,7 @@ impl Backends {
                 let shown: String = name.chars().take(64).collect();
                 MountError::invalid(
                     "UnknownBackend",
-                    format!("unknown backend {shown:?}: valid backends are: {valid}"),
+                    format!("unknown backend {shown:?}: valid backends are: {}", valid()),
                 )
             })
     }

@@ -7,7 +7,6 @@
 //! bounded. A caller that gets a 403 invalidates the identity and logs in once more.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -85,7 +84,6 @@ struct LoginAuth {
 /// Vault tokens by identity.
 pub struct TokenCache {
     tokens: Cache<Identity, Arc<VaultToken>>,
-    logins: AtomicU64,
 }
 
 impl TokenCache {
@@ -95,13 +93,7 @@ impl TokenCache {
                 .max_capacity(capacity)
                 .expire_after(ReuseFor)
                 .build(),
-            logins: AtomicU64::new(0),
         }
-    }
-
-    /// Logins made so far (for tests and metrics).
-    pub fn logins(&self) -> u64 {
-        self.logins.load(Ordering::Relaxed)
     }
 
     /// The identity's Vault token, logging in (once, for all concurrent callers) when there is none.
@@ -118,9 +110,17 @@ impl TokenCache {
             .map_err(|e| (*e).clone())
     }
 
-    /// Forgets the identity's token (after Vault refused it).
-    pub async fn invalidate(&self, identity: &Identity) {
-        self.tokens.invalidate(identity).await;
+    /// Forgets the identity's token after Vault refused `refused`, unless a newer one already replaced it
+    /// (many mounts can see the same 403 at once; only the first should cause a new login).
+    pub async fn invalidate(&self, identity: &Identity, refused: &Arc<VaultToken>) {
+        if self
+            .tokens
+            .get(identity)
+            .await
+            .is_some_and(|current| Arc::ptr_eq(&current, refused))
+        {
+            self.tokens.invalidate(identity).await;
+        }
     }
 
     async fn login(
@@ -132,7 +132,6 @@ impl TokenCache {
         let jwt = pod_token(params, request)?;
         let body = Zeroizing::new(serde_json::json!({"role": params.role, "jwt": jwt}).to_string());
         let path = format!("auth/{}/login", params.auth_mount);
-        self.logins.fetch_add(1, Ordering::Relaxed);
         let reply = http
             .send(params, HttpMethod::Post, &path, None, Some(&body))
             .await?;

@@ -26,10 +26,13 @@ pub struct VaultReply {
 impl VaultReply {
     /// Vault's `errors` list, joined and bounded (Vault never echoes tokens in it).
     pub fn errors(&self) -> String {
-        let parsed: Option<Vec<String>> = serde_json::from_slice::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|v| serde_json::from_value(v.get("errors")?.clone()).ok());
-        let text = parsed.map(|e| e.join("; ")).unwrap_or_default();
+        #[derive(serde::Deserialize)]
+        struct Errors {
+            errors: Vec<String>,
+        }
+        let text = serde_json::from_slice::<Errors>(&self.body)
+            .map(|e| e.errors.join("; "))
+            .unwrap_or_default();
         let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
         text.chars().take(300).collect()
     }

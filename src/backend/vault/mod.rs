@@ -27,7 +27,7 @@ use super::{Backend, BoxFuture};
 use crate::cache::{Loaded, ValueCache};
 use crate::error::{ErrorKind, MountError, MountResult};
 use crate::request::MountRequest;
-use crate::response::{MountResponse, MountedFile, ObjectVersion, validate_file_path};
+use crate::response::{MountResponse, MountedFile, ObjectVersion, check_output_path};
 use crate::telemetry::metrics::Metrics;
 use crate::transform;
 use crate::version_hmac::VersionKey;
@@ -102,11 +102,6 @@ impl VaultBackend {
         }
     }
 
-    /// Logins made since start.
-    pub fn logins(&self) -> u64 {
-        self.tokens.logins()
-    }
-
     fn plan(&self, request: &MountRequest) -> MountResult<Vec<PlannedObject>> {
         let objects = self.objects.parse(request)?;
         let mut names = BTreeSet::new();
@@ -114,12 +109,7 @@ impl VaultBackend {
             .iter()
             .enumerate()
             .map(|(index, object)| {
-                validate_file_path(&object.object_name).map_err(|why| {
-                    MountError::invalid(
-                        "InvalidFilePath",
-                        format!("objects[{index}].objectName {:?} {why}", object.object_name),
-                    )
-                })?;
+                check_output_path(&format!("objects[{index}].objectName"), &object.object_name)?;
                 if !names.insert(object.object_name.as_str()) {
                     return Err(MountError::invalid(
                         "DuplicateObjectName",
@@ -239,7 +229,7 @@ impl VaultBackend {
                 )
                 .await?;
             if reply.status.as_u16() == 403 && !retried {
-                self.tokens.invalidate(identity).await;
+                self.tokens.invalidate(identity, &token).await;
                 retried = true;
                 continue;
             }
