@@ -83,6 +83,12 @@ fn jwt_request(issuer: &JwtIssuer, objects: &str, extra: &[(&str, &str)]) -> pro
     mount_request(&parameters)
 }
 
+/// The mount was refused with `code` and a message naming `named`.
+fn assert_refused(status: &tonic::Status, code: Code, named: &str) {
+    assert_eq!(status.code(), code, "{}", status.message());
+    assert!(status.message().contains(named), "{}", status.message());
+}
+
 fn files(response: &proto::MountResponse) -> HashMap<&str, &proto::File> {
     response
         .files
@@ -380,12 +386,7 @@ async fn errors_name_role_path_and_key_never_values() {
         .mount(support::raw_request(&attributes.to_string()))
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(
-        status.message().contains("podInfoOnMount"),
-        "{}",
-        status.message()
-    );
+    assert_refused(&status, Code::FailedPrecondition, "podInfoOnMount");
 }
 
 #[tokio::test]
@@ -597,12 +598,7 @@ async fn tls_with_a_test_ca_server_name_and_clear_failures() {
     let missing = mount(vec![("vaultCACertPath", "/nonexistent/ca.pem".to_string())])
         .await
         .unwrap_err();
-    assert_eq!(missing.code(), Code::InvalidArgument);
-    assert!(
-        missing.message().contains("/nonexistent/ca.pem"),
-        "{}",
-        missing.message()
-    );
+    assert_refused(&missing, Code::InvalidArgument, "/nonexistent/ca.pem");
 }
 
 #[tokio::test]
