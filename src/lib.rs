@@ -11,11 +11,13 @@ pub mod cache;
 pub mod cli;
 pub mod error;
 pub mod file_mode;
+pub mod pod_token;
 pub mod request;
 pub mod response;
 pub mod server;
 pub mod service;
 pub mod telemetry;
+pub mod tls_files;
 pub mod transform;
 pub mod transport;
 pub mod version_hmac;
@@ -27,6 +29,13 @@ pub mod proto {
 
 /// The name the provider reports in `Version` and in logs.
 pub const RUNTIME_NAME: &str = "openclaw-csi-provider";
+
+/// Installs the process's one rustls crypto provider (ring). Every TLS client here (reqwest, and the
+/// Kubernetes client) takes the process default, and a process with two providers enabled and none
+/// installed panics on its first TLS connection. Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 
 /// The only provider protocol version that exists.
 pub const PROTOCOL_VERSION: &str = "v1alpha1";

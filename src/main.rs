@@ -7,6 +7,7 @@ use openclaw_csi_provider::telemetry::logging::{self, LogFormat};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    openclaw_csi_provider::install_crypto_provider();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(config) => {

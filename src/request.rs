@@ -97,9 +97,21 @@ pub struct MountRequest {
     /// The default file mode from `permission` (0o644 from every driver version).
     pub default_mode: u32,
     pub previous_versions: Vec<PreviousVersion>,
+    /// When the mount must be answered by; the service sets it from `--mount-timeout` so backends can
+    /// budget their retries.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
+/// The deadline of a request that was given none.
+const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl MountRequest {
+    /// When the mount must be answered by.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        self.deadline
+            .unwrap_or_else(|| tokio::time::Instant::now() + DEFAULT_DEADLINE)
+    }
+
     /// Parses the driver's request. The raw JSON strings are wiped once parsed: they can hold tokens.
     pub fn from_proto(mut raw: proto::MountRequest) -> MountResult<Self> {
         let parsed = Self::parse(&raw);
@@ -144,6 +156,7 @@ impl MountRequest {
                     version: v.version.clone(),
                 })
                 .collect(),
+            deadline: None,
         })
     }
 
@@ -158,6 +171,18 @@ impl MountRequest {
             .map(str::trim)
             .filter(|name| !name.is_empty())
     }
+}
+
+/// A Kubernetes namespace name (an RFC 1123 label: lower-case letters, digits and `-`, at most 63).
+pub fn is_namespace_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
 }
 
 /// A JSON error's position, never its text: serde_json quotes offending values, which may be tokens.

@@ -9,10 +9,8 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 
-use crate::backend::Backends;
-use crate::backend::file::FileBackend;
-use crate::backend::file_root::FileRoot;
 use crate::backend::objects::DEFAULT_MAX_OBJECTS;
+use crate::backend::{self, BackendFlags, Backends, BuildError, SharedParts};
 use crate::proto::csi_driver_provider_server::CsiDriverProviderServer;
 use crate::response::DEFAULT_MAX_RESPONSE_BYTES;
 use crate::service::{MountLimits, ProviderService, until_set};
@@ -37,9 +35,6 @@ pub struct ServeConfig {
     /// Address of the /healthz, /readyz and /metrics server; empty turns it off.
     #[arg(long, env = "OPENCLAW_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
     pub health_addr: String,
-    /// Root directory of the file backend; without it the file backend refuses mounts.
-    #[arg(long, env = "OPENCLAW_FILE_ROOT")]
-    pub file_root: Option<PathBuf>,
     /// File holding the key for object-version HMACs (created with a random key if missing); without
     /// it a random key is used and versions change when the provider restarts.
     #[arg(long, env = "OPENCLAW_HMAC_KEY_FILE")]
@@ -56,33 +51,8 @@ pub struct ServeConfig {
     /// Seconds in-flight mounts get to finish after SIGTERM/SIGINT.
     #[arg(long, env = "OPENCLAW_GRACE_PERIOD", default_value_t = 10)]
     pub grace_period: u64,
-    /// Seconds a read value is kept for identical reads of the same identity (0 = no cache, no
-    /// coalescing). A rotated secret reaches pods up to this much later.
-    #[arg(long, env = "OPENCLAW_CACHE_TTL", default_value_t = 5)]
-    pub cache_ttl: u64,
-    /// Seconds one backend HTTP attempt may take (retries and logins add to it; --mount-timeout bounds all).
-    #[arg(long, env = "OPENCLAW_BACKEND_TIMEOUT", default_value_t = 10)]
-    pub backend_timeout: u64,
-    /// Backend requests of one mount in flight at once.
-    #[arg(long, env = "OPENCLAW_BACKEND_CONCURRENCY", default_value_t = 8)]
-    pub backend_concurrency: usize,
-    /// Vault address used when a SecretProviderClass sets none.
-    #[arg(long, env = "VAULT_ADDR")]
-    pub vault_addr: Option<String>,
-    /// Vault namespace used when a SecretProviderClass sets none.
-    #[arg(long, env = "VAULT_NAMESPACE")]
-    pub vault_namespace: Option<String>,
-    /// Comma-separated Vault addresses SecretProviderClasses may use (besides --vault-addr); empty = any.
-    /// Pods can override `vaultAddress` through volumeAttributes: set this to keep the provider (and the
-    /// pods' tokens) on your Vault.
-    #[arg(long, env = "OPENCLAW_VAULT_ALLOWED_ADDRESSES", value_delimiter = ',')]
-    pub vault_allowed_addresses: Vec<String>,
-    /// Vault auth mount used when a SecretProviderClass sets none.
-    #[arg(long, env = "OPENCLAW_VAULT_MOUNT", default_value = "kubernetes")]
-    pub vault_mount: String,
-    /// Identities whose Vault token is kept.
-    #[arg(long, env = "OPENCLAW_TOKEN_CACHE_SIZE", default_value_t = 10_000)]
-    pub token_cache_size: u64,
+    #[command(flatten)]
+    pub backends: BackendFlags,
 }
 
 impl ServeConfig {
@@ -104,11 +74,8 @@ pub enum ServeError {
     Socket(#[from] SocketError),
     #[error(transparent)]
     VersionKey(#[from] VersionKeyError),
-    #[error("--file-root {path}: {source}")]
-    FileRoot {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Backend(#[from] BuildError),
     #[error("cannot listen on --health-addr {addr}: {source}")]
     Health {
         addr: String,
@@ -130,62 +97,14 @@ fn version_key(config: &ServeConfig) -> Result<VersionKey, ServeError> {
     }
 }
 
-fn file_root(config: &ServeConfig) -> Result<Option<FileRoot>, ServeError> {
-    let Some(root) = &config.file_root else {
-        return Ok(None);
-    };
-    FileRoot::open(root)
-        .map(Some)
-        .map_err(|source| ServeError::FileRoot {
-            path: root.display().to_string(),
-            source,
-        })
-}
-
-// Without backend features the metrics have no backend to go to.
-#[cfg_attr(not(feature = "vault"), allow(unused_variables))]
 fn backends(config: &ServeConfig, metrics: &Arc<Metrics>) -> Result<Backends, ServeError> {
-    let versions = Arc::new(version_key(config)?);
-    let file = FileBackend::new(
-        file_root(config)?,
-        versions.clone(),
-        config.max_objects,
-        config.max_response_bytes,
-    );
-    Ok(Backends::new(vec![
-        Arc::new(file),
-        #[cfg(feature = "vault")]
-        Arc::new(crate::backend::vault::VaultBackend::new(
-            vault_settings(config),
-            versions,
-            metrics.clone(),
-        )),
-    ]))
-}
-
-#[cfg(feature = "vault")]
-fn vault_settings(config: &ServeConfig) -> crate::backend::vault::VaultSettings {
-    use crate::backend::vault::{VaultSettings, params::VaultDefaults};
-    let non_empty = |value: &Option<String>| value.clone().filter(|v| !v.trim().is_empty());
-    VaultSettings {
-        defaults: VaultDefaults {
-            address: non_empty(&config.vault_addr),
-            namespace: non_empty(&config.vault_namespace),
-            auth_mount: config.vault_mount.trim().trim_matches('/').to_string(),
-            allowed_addresses: config
-                .vault_allowed_addresses
-                .iter()
-                .map(|a| a.trim().to_string())
-                .filter(|a| !a.is_empty())
-                .collect(),
-        },
-        request_timeout: Duration::from_secs(config.backend_timeout),
-        retries: 2,
-        concurrency: config.backend_concurrency,
-        cache_ttl: Duration::from_secs(config.cache_ttl),
-        token_cache_size: config.token_cache_size,
+    let shared = SharedParts {
+        versions: Arc::new(version_key(config)?),
+        metrics: metrics.clone(),
         max_objects: config.max_objects,
-    }
+        max_response_bytes: config.max_response_bytes,
+    };
+    Ok(backend::build(&config.backends, &shared)?)
 }
 
 /// Serves until `shutdown` completes, then drains for at most the grace period.

@@ -110,7 +110,10 @@ impl CsiDriverProvider for ProviderService {
         request: Request<proto::MountRequest>,
     ) -> Result<Response<proto::MountResponse>, Status> {
         let started = Instant::now();
-        let parsed = MountRequest::from_proto(request.into_inner());
+        let parsed = MountRequest::from_proto(request.into_inner()).map(|mut request| {
+            request.deadline = Some(tokio::time::Instant::now() + self.limits.timeout);
+            request
+        });
         let result = match &parsed {
             Ok(request) => self.answer(request).await,
             Err(error) => Err(error.clone()),

@@ -154,8 +154,13 @@ async fn object_name_through_a_symlink_out_of_the_root() {
     let provider = Provider::start(&[]);
     let outside = provider.dir.path().join("outside-secret");
     std::fs::write(&outside, "outside-VALUE").unwrap();
-    std::os::unix::fs::symlink(&outside, provider.root.join("escape")).unwrap();
-    std::os::unix::fs::symlink(provider.dir.path(), provider.root.join("escape-dir")).unwrap();
+    std::fs::create_dir_all(provider.namespace_dir()).unwrap();
+    std::os::unix::fs::symlink(&outside, provider.namespace_dir().join("escape")).unwrap();
+    std::os::unix::fs::symlink(
+        provider.dir.path(),
+        provider.namespace_dir().join("escape-dir"),
+    )
+    .unwrap();
     for name in ["escape", "escape-dir/outside-secret"] {
         let message = expect_error(
             &provider,
@@ -395,10 +400,7 @@ async fn no_value_or_token_reaches_logs_or_errors() {
     assert_eq!(response.files.len(), 3);
     let bad = mount_request(&[
         ("backend", "file"),
-        (
-            "objects",
-            "- objectName: openclaw/ANTHROPIC_API_KEY\n  path: /abs\n",
-        ),
+        ("objects", "- objectName: ANTHROPIC_API_KEY\n  path: /abs\n"),
         ("csi.storage.k8s.io/serviceAccount.tokens", tokens),
     ]);
     let status = client.mount(bad).await.unwrap_err();

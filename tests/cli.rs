@@ -82,7 +82,7 @@ fn mount_writes_the_driver_layout_and_never_prints_values() {
     assert_eq!(fs::read_link(target.join("..data")).unwrap(), data_dir);
 
     // Rotation: a new data directory, the old one removed.
-    provider.write_object("openclaw/ANTHROPIC_API_KEY", b"sk-ant-rotated");
+    provider.write_object("ANTHROPIC_API_KEY", b"sk-ant-rotated");
     let out = mount(&provider, &target, &["--show-values", "--output", "json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(

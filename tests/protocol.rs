@@ -64,7 +64,7 @@ async fn mount_returns_files_modes_and_stable_versions() {
 
     let again = client.mount(request.clone()).await.unwrap().into_inner();
     assert_eq!(again.object_version, first.object_version);
-    provider.write_object("openclaw/OPENAI_API_KEY", b"sk-rotated");
+    provider.write_object("OPENAI_API_KEY", b"sk-rotated");
     let rotated = client.mount(request).await.unwrap().into_inner();
     assert_eq!(rotated.object_version[0], first.object_version[0]);
     assert_ne!(

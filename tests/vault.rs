@@ -364,18 +364,20 @@ async fn errors_name_role_path_and_key_never_values() {
         "names the role: {}",
         forbidden.message()
     );
-    let unknown = mount_request(&[
-        ("backend", "vault"),
-        ("roleName", "r"),
-        ("vaultAdress", "x"),
-        ("objects", OPENCLAW_OBJECTS),
-    ]);
-    let status = world.mount(unknown).await.unwrap_err();
-    assert!(
-        status.message().contains("vaultAdress"),
-        "{}",
-        status.message()
+    // Unknown parameters are ignored (as the official provider does), named in a debug line, never
+    // with their value.
+    let unknown = jwt_request(
+        &world.issuer,
+        OPENCLAW_OBJECTS,
+        &[("vaultAdress", "UNKNOWN-PARAMETER-VALUE")],
     );
+    world
+        .mount(unknown)
+        .await
+        .expect("an unknown parameter is ignored");
+    let logs = world.provider.logs();
+    assert!(logs.contains("vaultAdress"), "the key is logged");
+    assert!(!logs.contains("UNKNOWN-PARAMETER-VALUE"), "never the value");
     // Without kubelet's pod info the identity is unknown: refused, never a shared token.
     let token = world.issuer.token(openbao::SUBJECT, &["vault"]);
     let attributes = serde_json::json!({
@@ -518,47 +520,76 @@ fn test_pki() -> (String, String, String) {
     (ca.pem(), server.pem(), server_key.serialize_pem())
 }
 
+/// A TLS OpenBao with a test CA, a provider allowed to reach it, and the CA in the provider's
+/// `--tls-files-dir`.
+struct TlsWorld {
+    _bao: OpenBao,
+    issuer: JwtIssuer,
+    _kube: FakeTokenReview,
+    tls_dir: tempfile::TempDir,
+    ca_path: String,
+    address: String,
+}
+
+impl TlsWorld {
+    async fn start() -> Self {
+        let (ca_pem, cert_pem, key_pem) = test_pki();
+        let (bao, tls_port) = OpenBao::start_with_tls(&cert_pem, &key_pem).await;
+        let issuer = JwtIssuer::generate();
+        let kube = FakeTokenReview::start().await;
+        bao.configure(&issuer.public_pem(), &kube.url).await;
+        let tls_dir = tempfile::tempdir().unwrap();
+        let ca_path = tls_dir.path().join("vault-ca.pem");
+        std::fs::write(&ca_path, &ca_pem).unwrap();
+        Self {
+            _bao: bao,
+            issuer,
+            _kube: kube,
+            ca_path: ca_path.display().to_string(),
+            tls_dir,
+            address: format!("https://127.0.0.1:{tls_port}"),
+        }
+    }
+
+    fn provider(&self, extra: &[&str]) -> Provider {
+        let tls_dir = self.tls_dir.path().display().to_string();
+        let mut flags = vec![
+            "--cache-ttl",
+            "0",
+            "--vault-allowed-addresses",
+            &self.address,
+            "--tls-files-dir",
+            &tls_dir,
+        ];
+        flags.extend_from_slice(extra);
+        Provider::start(&flags)
+    }
+
+    async fn mount(
+        &self,
+        provider: &Provider,
+        extra: &[(&str, &str)],
+    ) -> Result<proto::MountResponse, tonic::Status> {
+        let mut parameters = vec![("vaultAddress", self.address.as_str())];
+        parameters.extend_from_slice(extra);
+        let request = jwt_request(&self.issuer, OPENCLAW_OBJECTS, &parameters);
+        provider
+            .client()
+            .await
+            .mount(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
 #[tokio::test]
 async fn tls_with_a_test_ca_server_name_and_clear_failures() {
-    let (ca_pem, cert_pem, key_pem) = test_pki();
-    let (bao, tls_port) = OpenBao::start_with_tls(&cert_pem, &key_pem).await;
-    let issuer = JwtIssuer::generate();
-    let kube = FakeTokenReview::start().await;
-    bao.configure(&issuer.public_pem(), &kube.url).await;
-    let provider = Provider::start(&["--cache-ttl", "0"]);
-    let ca_path = provider.dir.path().join("vault-ca.pem");
-    std::fs::write(&ca_path, &ca_pem).unwrap();
-    let ca_path = ca_path.display().to_string();
-    let address = format!("https://127.0.0.1:{tls_port}");
-    let mount = |extra: Vec<(&'static str, String)>| {
-        let token = issuer.token(openbao::SUBJECT, &["vault"]);
-        let mut parameters = vec![
-            ("backend", "vault".to_string()),
-            ("roleName", "openclaw".to_string()),
-            ("vaultAuthMountPath", "jwt".to_string()),
-            ("vaultAddress", address.clone()),
-            ("objects", OPENCLAW_OBJECTS.to_string()),
-            (TOKENS, tokens_attribute("vault", &token)),
-        ];
-        parameters.extend(extra);
-        let borrowed: Vec<(&str, &str)> =
-            parameters.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let request = mount_request(&borrowed);
-        let provider = &provider;
-        async move {
-            provider
-                .client()
-                .await
-                .mount(request)
-                .await
-                .map(tonic::Response::into_inner)
-        }
-    };
-    let trusted = vec![
-        ("vaultCACertPath", ca_path.clone()),
-        ("vaultTLSServerName", "vault.openclaw.test".to_string()),
-    ];
-    let response = mount(trusted)
+    let world = TlsWorld::start().await;
+    let provider = world.provider(&[]);
+    let name = ("vaultTLSServerName", "vault.openclaw.test");
+    let ca = ("vaultCACertPath", world.ca_path.as_str());
+    let response = world
+        .mount(&provider, &[ca, name])
         .await
         .expect("TLS with the test CA and server name");
     assert_eq!(
@@ -566,39 +597,87 @@ async fn tls_with_a_test_ca_server_name_and_clear_failures() {
         openbao::OPENAI_KEY.as_bytes()
     );
 
-    let unknown_ca = mount(vec![(
-        "vaultTLSServerName",
-        "vault.openclaw.test".to_string(),
-    )])
-    .await
-    .unwrap_err();
-    assert!(
-        unknown_ca.message().starts_with("VaultTlsFailed: "),
-        "{}",
-        unknown_ca.message()
-    );
+    let unknown_ca = world.mount(&provider, &[name]).await.unwrap_err();
+    assert_refused(&unknown_ca, Code::FailedPrecondition, "VaultTlsFailed: ");
     assert!(
         unknown_ca.message().to_lowercase().contains("certificate"),
         "{}",
         unknown_ca.message()
     );
+    let wrong_name = world.mount(&provider, &[ca]).await.unwrap_err();
+    assert_refused(&wrong_name, Code::FailedPrecondition, "VaultTlsFailed: ");
 
-    let wrong_name = mount(vec![("vaultCACertPath", ca_path.clone())])
+    // Turning verification off is the admin's decision.
+    let skip = ("vaultSkipTLSVerify", "true");
+    let refused = world.mount(&provider, &[skip]).await.unwrap_err();
+    assert_refused(&refused, Code::PermissionDenied, "--allow-insecure-tls");
+    let insecure = world.provider(&["--allow-insecure-tls"]);
+    world
+        .mount(&insecure, &[skip])
+        .await
+        .expect("vaultSkipTLSVerify with --allow-insecure-tls");
+
+    // CA paths: outside --tls-files-dir refused alike whether the file exists or not; inside, a missing
+    // file is a configuration error naming the parameter.
+    let outside = world
+        .mount(&provider, &[("vaultCACertPath", "/nonexistent/ca.pem")])
         .await
         .unwrap_err();
-    assert!(
-        wrong_name.message().starts_with("VaultTlsFailed: "),
-        "{}",
-        wrong_name.message()
+    assert_refused(&outside, Code::PermissionDenied, "--tls-files-dir");
+    let missing_inside = format!("{}/missing.pem", world.tls_dir.path().display());
+    let missing = world
+        .mount(&provider, &[("vaultCACertPath", &missing_inside)])
+        .await
+        .unwrap_err();
+    assert_refused(&missing, Code::FailedPrecondition, "vaultCACertPath");
+}
+
+#[tokio::test]
+async fn the_admins_tls_flags_are_the_default_trust() {
+    let world = TlsWorld::start().await;
+    let provider = world.provider(&[
+        "--vault-ca-cert",
+        &world.ca_path,
+        "--vault-tls-server-name",
+        "vault.openclaw.test",
+    ]);
+    let response = world
+        .mount(&provider, &[])
+        .await
+        .expect("trust from --vault-ca-cert and --vault-tls-server-name");
+    assert_eq!(
+        files(&response)["ANTHROPIC_API_KEY"].contents,
+        openbao::ANTHROPIC_KEY.as_bytes()
     );
-
-    let skipped = mount(vec![("vaultSkipTLSVerify", "true".to_string())]).await;
-    assert!(skipped.is_ok(), "vaultSkipTLSVerify: {skipped:?}");
-
-    let missing = mount(vec![("vaultCACertPath", "/nonexistent/ca.pem".to_string())])
+    // The same flags through Vault's own environment variables.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("openclaw.sock");
+    let log = dir.path().join("provider.log");
+    let mut child = std::process::Command::new(support::BINARY)
+        .args(["serve", "--health-addr", "", "--socket"])
+        .arg(&socket)
+        .args(["--vault-allowed-addresses", &world.address])
+        .env("VAULT_CACERT", &world.ca_path)
+        .env("VAULT_TLS_SERVER_NAME", "vault.openclaw.test")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let request = jwt_request(
+        &world.issuer,
+        OPENCLAW_OBJECTS,
+        &[("vaultAddress", &world.address)],
+    );
+    let mut client = openclaw_csi_provider::cli::client::connect(socket.clone())
         .await
-        .unwrap_err();
-    assert_refused(&missing, Code::InvalidArgument, "/nonexistent/ca.pem");
+        .unwrap();
+    let result = client.mount(request).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    result.expect("trust from VAULT_CACERT and VAULT_TLS_SERVER_NAME");
 }
 
 #[tokio::test]
@@ -637,7 +716,15 @@ async fn delaying_proxy(target: String, delay: Duration) -> String {
 
 #[tokio::test]
 async fn a_slow_backend_ends_in_a_bounded_error_and_the_provider_keeps_serving() {
-    let world = World::start(&["--cache-ttl", "0", "--backend-timeout", "1"]).await;
+    let world = World::start(&[
+        "--cache-ttl",
+        "0",
+        "--backend-timeout",
+        "1",
+        "--vault-allowed-addresses",
+        "*",
+    ])
+    .await;
     let slow = delaying_proxy(
         format!("127.0.0.1:{}", world.bao.port),
         Duration::from_secs(30),

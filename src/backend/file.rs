@@ -1,6 +1,10 @@
 //! The `file` backend: objects are files under the admin's `--file-root`, never outside it.
 //!
-//! Parameters: `objects`, a YAML list of `objectName` (path relative to the root), optional `path`
+//! Layout ([`FileLayout`]): by default a pod reads only `<file-root>/<its namespace>/`, the namespace as
+//! kubelet reports it, and nothing — not `..`, not a symlink — leads out of that directory into another
+//! namespace's. `--file-layout shared` serves the whole root to every pod (single-tenant clusters only).
+//!
+//! Parameters: `objects`, a YAML list of `objectName` (path relative to that directory), optional `path`
 //! (output file name, nested allowed, default `objectName`), optional `filePermission` (see
 //! [`crate::file_mode`]) and optional `optional: true` (a missing file is skipped). Names with `..`,
 //! absolute names and names that resolve through a symlink out of the root are refused. Versions are a
@@ -16,12 +20,39 @@ use zeroize::Zeroizing;
 
 use super::file_root::{FileRoot, OpenError};
 use super::objects::ObjectListCache;
-use super::{Backend, BoxFuture};
+use super::{Backend, BoxFuture, BuildError, SharedParts};
 use crate::error::{ErrorKind, MountError, MountResult};
 use crate::file_mode::FileMode;
-use crate::request::MountRequest;
+use crate::request::{MountRequest, is_namespace_name};
 use crate::response::{MountResponse, MountedFile, ObjectVersion, check_output_path, too_large};
 use crate::version_hmac::VersionKey;
+
+/// How the file root is divided between pods.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FileLayout {
+    /// `<file-root>/<pod namespace>/<objectName>`: a pod reads only its own namespace's directory.
+    #[default]
+    PerNamespace,
+    /// `<file-root>/<objectName>`: every pod reads the whole root (single-tenant clusters only).
+    Shared,
+}
+
+/// The file backend's flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FileFlags {
+    /// Root directory of the file backend; without it the file backend refuses mounts.
+    #[arg(long, env = "OPENCLAW_FILE_ROOT")]
+    pub file_root: Option<std::path::PathBuf>,
+    /// `per-namespace`: a pod reads only <file-root>/<its namespace>/. `shared`: every pod reads the
+    /// whole root (single-tenant clusters only).
+    #[arg(
+        long,
+        env = "OPENCLAW_FILE_LAYOUT",
+        value_enum,
+        default_value = "per-namespace"
+    )]
+    pub file_layout: FileLayout,
+}
 
 /// One entry of `objects`.
 #[derive(Debug, Deserialize)]
@@ -48,6 +79,7 @@ struct PlannedObject {
 pub struct FileBackend {
     /// The root, or `None` when the provider was started without `--file-root`.
     root: Option<Arc<FileRoot>>,
+    layout: FileLayout,
     versions: Arc<VersionKey>,
     objects: ObjectListCache<FileObject>,
     max_response_bytes: usize,
@@ -56,16 +88,33 @@ pub struct FileBackend {
 impl FileBackend {
     pub fn new(
         root: Option<FileRoot>,
+        layout: FileLayout,
         versions: Arc<VersionKey>,
         max_objects: usize,
         max_response_bytes: usize,
     ) -> Self {
         Self {
             root: root.map(Arc::new),
+            layout,
             versions,
             objects: ObjectListCache::new(max_objects),
             max_response_bytes,
         }
+    }
+
+    /// The backend as the flags configure it.
+    pub fn from_flags(flags: &FileFlags, shared: &SharedParts) -> Result<Self, BuildError> {
+        let root = match &flags.file_root {
+            Some(path) => Some(super::open_directory("--file-root", path, FileRoot::open)?),
+            None => None,
+        };
+        Ok(Self::new(
+            root,
+            flags.file_layout,
+            shared.versions.clone(),
+            shared.max_objects,
+            shared.max_response_bytes,
+        ))
     }
 
     fn plan(&self, request: &MountRequest) -> MountResult<Vec<PlannedObject>> {
@@ -108,9 +157,17 @@ impl Backend for FileBackend {
                 ));
             };
             let plan = self.plan(request)?;
+            let namespace = match self.layout {
+                FileLayout::Shared => None,
+                FileLayout::PerNamespace => Some(pod_namespace(request)?.to_string()),
+            };
             let max_bytes = self.max_response_bytes;
             let contents = tokio::task::spawn_blocking(move || {
-                read_objects(&root, &plan, max_bytes).map(|c| (plan, c))
+                let root = match namespace {
+                    None => Some(root),
+                    Some(namespace) => namespace_root(&root, &namespace)?.map(Arc::new),
+                };
+                read_objects(root.as_deref(), &plan, max_bytes).map(|c| (plan, c))
             })
             .await
             .map_err(|_| MountError::internal("ReadFailed", "the file reader task failed"))??;
@@ -158,6 +215,43 @@ impl FileBackend {
     }
 }
 
+/// The pod's namespace as kubelet reported it; a mount without one has no directory to read.
+fn pod_namespace(request: &MountRequest) -> MountResult<&str> {
+    let namespace = request.pod.namespace.as_str();
+    if namespace.is_empty() {
+        return Err(MountError::new(
+            ErrorKind::FailedPrecondition,
+            "MissingPodInfo",
+            "the driver sent no pod namespace, and the file backend serves each namespace its own \
+             directory: the CSIDriver secrets-store.csi.k8s.io needs podInfoOnMount: true",
+        ));
+    }
+    if !is_namespace_name(namespace) {
+        let shown: String = namespace.chars().take(64).collect();
+        return Err(MountError::invalid(
+            "InvalidPodInfo",
+            format!("pod namespace {shown:?} is not a Kubernetes namespace name"),
+        ));
+    }
+    Ok(namespace)
+}
+
+/// `<root>/<namespace>`, confined to itself; `None` when the admin made no directory for the namespace.
+fn namespace_root(root: &FileRoot, namespace: &str) -> MountResult<Option<FileRoot>> {
+    match root.subdirectory(namespace) {
+        Ok(dir) => Ok(Some(dir)),
+        Err(OpenError::NotFound) => Ok(None),
+        Err(OpenError::Outside) => Err(MountError::invalid(
+            "InvalidPodInfo",
+            format!(
+                "the directory of namespace {namespace:?} resolves outside the provider's file root"
+            ),
+        )),
+        Err(OpenError::NotRegularFile) => Ok(None),
+        Err(OpenError::Io(e)) => Err(io_error(namespace, &e)),
+    }
+}
+
 /// `objectName` must name a path inside the root: relative, no `..`, no `.`-only or empty names.
 fn check_object_name(index: usize, name: &str) -> MountResult<()> {
     let refuse = |why: &str| {
@@ -191,7 +285,7 @@ fn check_object_name(index: usize, name: &str) -> MountResult<()> {
 
 /// Opens every object first (so size limits are checked before anything is read), then reads them.
 fn read_objects(
-    root: &FileRoot,
+    root: Option<&FileRoot>,
     plan: &[PlannedObject],
     max_bytes: usize,
 ) -> MountResult<Vec<Option<Zeroizing<Vec<u8>>>>> {
@@ -217,21 +311,26 @@ fn read_objects(
 }
 
 /// The open file and its size, `None` for a missing optional object.
-fn open_object(root: &FileRoot, object: &PlannedObject) -> MountResult<Option<(fs::File, u64)>> {
+fn open_object(
+    root: Option<&FileRoot>,
+    object: &PlannedObject,
+) -> MountResult<Option<(fs::File, u64)>> {
     let name = &object.object_name;
-    match root.open_file(name) {
+    let opened = root.map_or(Err(OpenError::NotFound), |root| root.open_file(name));
+    match opened {
         Ok(found) => Ok(Some(found)),
         Err(OpenError::NotFound) if object.optional => Ok(None),
         Err(OpenError::NotFound) => Err(MountError::not_found(
             "ObjectNotFound",
             format!(
-                "object {name:?} does not exist in the provider's file root (mark it optional: true to skip it)"
+                "object {name:?} does not exist in the directory this pod reads (the provider's --file-root, \
+                 then the pod's namespace unless --file-layout is shared); mark it optional: true to skip it"
             ),
         )),
         Err(OpenError::Outside) => Err(MountError::invalid(
             "InvalidObjectName",
             format!(
-                "object {name:?} resolves outside the provider's file root (through a symlink)"
+                "object {name:?} resolves outside the directory this pod reads (through a symlink)"
             ),
         )),
         Err(OpenError::NotRegularFile) => Err(MountError::invalid(
@@ -296,6 +395,7 @@ mod tests {
     fn backend(root: &Path) -> FileBackend {
         FileBackend::new(
             Some(FileRoot::open(root).unwrap()),
+            FileLayout::Shared,
             Arc::new(VersionKey::random().unwrap()),
             10,
             1024,
@@ -364,6 +464,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_namespace_reads_only_its_own_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        for ns in ["team-a", "team-b"] {
+            fs::create_dir(dir.path().join(ns)).unwrap();
+            fs::write(dir.path().join(ns).join("key"), ns).unwrap();
+        }
+        fs::write(dir.path().join("top"), b"x").unwrap();
+        std::os::unix::fs::symlink("../team-b/key", dir.path().join("team-a/link")).unwrap();
+        let backend = FileBackend::new(
+            Some(FileRoot::open(dir.path()).unwrap()),
+            FileLayout::PerNamespace,
+            Arc::new(VersionKey::random().unwrap()),
+            10,
+            1024,
+        );
+        let as_pod = |namespace: &str, objects: &str| {
+            let mut request = request(objects);
+            request.pod.namespace = namespace.into();
+            request
+        };
+        let mine = backend
+            .mount(&as_pod("team-a", "- objectName: key\n"))
+            .await
+            .unwrap();
+        assert_eq!(mine.files[0].contents.as_slice(), b"team-a");
+        for objects in ["- objectName: link\n", "- objectName: ../team-b/key\n"] {
+            let error = backend.mount(&as_pod("team-a", objects)).await.unwrap_err();
+            assert_eq!(error.reason, "InvalidObjectName", "{objects}");
+        }
+        let error = backend
+            .mount(&as_pod("team-c", "- objectName: key\n"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.reason, "ObjectNotFound");
+        let error = backend
+            .mount(&as_pod("", "- objectName: top\n"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.reason, "MissingPodInfo");
+        for namespace in ["..", "team-a/..", "Team-A", "."] {
+            let error = backend
+                .mount(&as_pod(namespace, "- objectName: top\n"))
+                .await
+                .unwrap_err();
+            assert_eq!(error.reason, "InvalidPodInfo", "{namespace}");
+        }
+    }
+
+    #[tokio::test]
     async fn optional_missing_and_required_missing() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("present"), b"x").unwrap();
@@ -399,7 +548,13 @@ mod tests {
 
     #[tokio::test]
     async fn disabled_without_root_and_unknown_fields() {
-        let off = FileBackend::new(None, Arc::new(VersionKey::random().unwrap()), 10, 1024);
+        let off = FileBackend::new(
+            None,
+            FileLayout::Shared,
+            Arc::new(VersionKey::random().unwrap()),
+            10,
+            1024,
+        );
         let error = off.mount(&request("- objectName: a\n")).await.unwrap_err();
         assert!(error.message.contains("--file-root"), "{error}");
         let dir = tempfile::tempdir().unwrap();

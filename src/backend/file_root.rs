@@ -49,6 +49,45 @@ impl FileRoot {
         })
     }
 
+    /// The root's real path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory `name` directly beneath this one, as a root of its own: names opened in it cannot
+    /// leave it, not even into its parent (one namespace's directory never reaches another's).
+    pub fn subdirectory(&self, name: &str) -> Result<Self, OpenError> {
+        if name.is_empty() || name.contains(['/', '\0']) || name == "." || name == ".." {
+            return Err(OpenError::Outside);
+        }
+        let path = fs::canonicalize(self.path.join(name)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => OpenError::NotFound,
+            _ => OpenError::Io(e),
+        })?;
+        if !path.starts_with(&self.path) || path == self.path {
+            return Err(OpenError::Outside);
+        }
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let dir = if self.use_openat2.load(Ordering::Relaxed) {
+            let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+            match rustix::fs::openat2(&self.dir, name, flags, Mode::empty(), resolve) {
+                Ok(fd) => fd,
+                Err(Errno::NOSYS) | Err(Errno::PERM) => {
+                    self.use_openat2.store(false, Ordering::Relaxed);
+                    rustix::fs::open(&path, flags, Mode::empty()).map_err(open_errno)?
+                }
+                Err(e) => return Err(open_errno(e)),
+            }
+        } else {
+            rustix::fs::open(&path, flags, Mode::empty()).map_err(open_errno)?
+        };
+        Ok(Self {
+            path,
+            dir,
+            use_openat2: AtomicBool::new(self.use_openat2.load(Ordering::Relaxed)),
+        })
+    }
+
     #[cfg(test)]
     fn without_openat2(self) -> Self {
         self.use_openat2.store(false, Ordering::Relaxed);
@@ -81,9 +120,7 @@ impl FileRoot {
                 self.use_openat2.store(false, Ordering::Relaxed);
                 None
             }
-            Err(Errno::NOENT) | Err(Errno::NOTDIR) => Some(Err(OpenError::NotFound)),
-            Err(Errno::XDEV) => Some(Err(OpenError::Outside)),
-            Err(e) => Some(Err(OpenError::Io(e.into()))),
+            Err(e) => Some(Err(open_errno(e))),
         }
     }
 
@@ -100,6 +137,14 @@ impl FileRoot {
             .custom_flags(OFlags::NONBLOCK.bits() as i32)
             .open(real)
             .map_err(OpenError::Io)
+    }
+}
+
+fn open_errno(error: Errno) -> OpenError {
+    match error {
+        Errno::NOENT | Errno::NOTDIR => OpenError::NotFound,
+        Errno::XDEV => OpenError::Outside,
+        e => OpenError::Io(e.into()),
     }
 }
 
@@ -159,6 +204,46 @@ mod tests {
                 root.open_file("fifo"),
                 Err(OpenError::NotRegularFile)
             ));
+        }
+    }
+
+    #[test]
+    fn a_subdirectory_never_reaches_its_siblings() {
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path();
+        for ns in ["team-a", "team-b"] {
+            fs::create_dir(root.join(ns)).unwrap();
+            fs::write(root.join(ns).join("key"), ns).unwrap();
+        }
+        std::os::unix::fs::symlink("../team-b/key", root.join("team-a/up-link")).unwrap();
+        std::os::unix::fs::symlink(root.join("team-b/key"), root.join("team-a/abs-link")).unwrap();
+        std::os::unix::fs::symlink(root.join("team-b"), root.join("team-a/dir-link")).unwrap();
+        std::os::unix::fs::symlink("team-b", root.join("alias")).unwrap();
+        for root in roots(root) {
+            let team = root.subdirectory("team-a").unwrap();
+            let (mut file, _) = team.open_file("key").unwrap();
+            let mut text = String::new();
+            file.read_to_string(&mut text).unwrap();
+            assert_eq!(text, "team-a");
+            for name in ["up-link", "abs-link", "dir-link/key", "../team-b/key"] {
+                assert!(
+                    matches!(team.open_file(name), Err(OpenError::Outside)),
+                    "{name}"
+                );
+            }
+            assert!(matches!(
+                root.subdirectory("missing"),
+                Err(OpenError::NotFound)
+            ));
+            for name in ["..", ".", "", "a/b"] {
+                assert!(
+                    matches!(root.subdirectory(name), Err(OpenError::Outside)),
+                    "{name}"
+                );
+            }
+            // An admin's alias inside the root is followed; the result is still confined to itself.
+            let alias = root.subdirectory("alias").unwrap();
+            assert!(alias.open_file("key").is_ok());
         }
     }
 }

@@ -2,7 +2,9 @@
 //! [`MountRequest`] and returns a [`MountResponse`]; none knows about gRPC.
 //!
 //! The parameter `backend` picks one; [`Backends::select`] refuses a missing or unknown name with the
-//! list of valid ones.
+//! list of valid ones. [`build`] makes every backend this binary was built with from the provider's flags
+//! ([`BackendFlags`]: one group per backend, behind its cargo feature, plus [`FetchFlags`] they share);
+//! `serve` calls it, and so will every other mode that fetches.
 
 pub mod file;
 pub mod file_root;
@@ -11,12 +13,133 @@ pub mod objects;
 pub mod vault;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::{MountError, MountResult};
+use crate::pod_token::LoginScope;
 use crate::request::{BACKEND_PARAMETER, MountRequest};
 use crate::response::MountResponse;
+use crate::telemetry::metrics::Metrics;
+use crate::tls_files::TlsFilesDir;
+use crate::version_hmac::VersionKey;
+
+/// Flags of every backend (flattened into `serve`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackendFlags {
+    #[command(flatten)]
+    pub fetch: FetchFlags,
+    #[command(flatten)]
+    pub file: file::FileFlags,
+    #[cfg(feature = "vault")]
+    #[command(flatten)]
+    pub vault: vault::VaultFlags,
+}
+
+/// Flags every remote backend shares: caching, timeouts, identity, and what pods may ask of TLS.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FetchFlags {
+    /// Seconds a read value is kept for identical reads of the same identity (0 = no cache, no
+    /// coalescing). A rotated secret reaches pods up to this much later.
+    #[arg(long, env = "OPENCLAW_CACHE_TTL", default_value_t = 5)]
+    pub cache_ttl: u64,
+    /// Seconds one backend HTTP attempt may take (retries and logins add to it; --mount-timeout bounds all).
+    #[arg(long, env = "OPENCLAW_BACKEND_TIMEOUT", default_value_t = 10)]
+    pub backend_timeout: u64,
+    /// Backend requests of one mount in flight at once.
+    #[arg(long, env = "OPENCLAW_BACKEND_CONCURRENCY", default_value_t = 8)]
+    pub backend_concurrency: usize,
+    /// Identities whose backend login (token) is kept.
+    #[arg(long, env = "OPENCLAW_TOKEN_CACHE_SIZE", default_value_t = 10_000)]
+    pub token_cache_size: u64,
+    /// Whose login a backend token is: `service-account` (shared by the account's pods) or `pod` (adds
+    /// the pod's uid, for backend roles bound to pod-level claims).
+    #[arg(
+        long,
+        env = "OPENCLAW_LOGIN_SCOPE",
+        value_enum,
+        default_value = "service-account"
+    )]
+    pub login_scope: LoginScope,
+    /// Directory beneath which SecretProviderClasses may name TLS files (CA bundles, client
+    /// certificates); without it such parameters are refused.
+    #[arg(long, env = "OPENCLAW_TLS_FILES_DIR")]
+    pub tls_files_dir: Option<PathBuf>,
+    /// Let SecretProviderClasses turn TLS verification off (vaultSkipTLSVerify: true).
+    #[arg(long, env = "OPENCLAW_ALLOW_INSECURE_TLS")]
+    pub allow_insecure_tls: bool,
+}
+
+impl FetchFlags {
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.cache_ttl)
+    }
+
+    pub fn backend_timeout(&self) -> Duration {
+        Duration::from_secs(self.backend_timeout)
+    }
+}
+
+/// What every backend gets from the provider besides its flags.
+#[derive(Clone)]
+pub struct SharedParts {
+    pub versions: Arc<VersionKey>,
+    pub metrics: Arc<Metrics>,
+    pub max_objects: usize,
+    pub max_response_bytes: usize,
+}
+
+/// Why the backends could not be built from the flags.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{flag} {path}: {source}")]
+    Directory {
+        flag: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{flag}: {message}")]
+    Flag { flag: &'static str, message: String },
+}
+
+/// Opens a directory an admin's flag names.
+pub fn open_directory<T>(
+    flag: &'static str,
+    path: &std::path::Path,
+    open: impl FnOnce(&std::path::Path) -> std::io::Result<T>,
+) -> Result<T, BuildError> {
+    open(path).map_err(|source| BuildError::Directory {
+        flag,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Every backend this binary was built with, configured from the flags.
+// Without backend features the shared parts have only the file backend to go to.
+#[cfg_attr(not(feature = "vault"), allow(unused_variables))]
+pub fn build(flags: &BackendFlags, shared: &SharedParts) -> Result<Backends, BuildError> {
+    let tls_files_dir = match &flags.fetch.tls_files_dir {
+        Some(dir) => Some(Arc::new(open_directory(
+            "--tls-files-dir",
+            dir,
+            TlsFilesDir::open,
+        )?)),
+        None => None,
+    };
+    Ok(Backends::new(vec![
+        Arc::new(file::FileBackend::from_flags(&flags.file, shared)?),
+        #[cfg(feature = "vault")]
+        Arc::new(vault::VaultBackend::from_flags(
+            &flags.vault,
+            &flags.fetch,
+            tls_files_dir,
+            shared,
+        )?),
+    ]))
+}
 
 /// A boxed future, so backends can live behind `dyn Backend`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

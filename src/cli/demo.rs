@@ -64,7 +64,7 @@ pub async fn run(demo: DemoArgs) -> Result<(), DemoError> {
         let _ = stop_rx.await;
     }));
     step(&format!(
-        "1. provider serving on {} with --file-root {}",
+        "1. provider serving on {} with --file-root {} (each namespace reads its own directory: openclaw/)",
         socket.display(),
         root.display()
     ));
@@ -111,14 +111,15 @@ fn step(text: &str) {
 }
 
 fn serve_config(socket: &Path, root: &Path, base: &Path) -> ServeConfig {
+    let mut defaults = ServeConfig::from_defaults();
+    defaults.backends.file.file_root = Some(root.to_path_buf());
     ServeConfig {
         socket: socket.to_path_buf(),
         health_addr: "127.0.0.1:0".into(),
-        file_root: Some(root.to_path_buf()),
         hmac_key_file: Some(base.join("hmac.key")),
         mount_timeout: 10,
         grace_period: 2,
-        ..ServeConfig::from_defaults()
+        ..defaults
     }
 }
 
@@ -128,7 +129,7 @@ fn mount_args(socket: &Path, spc: &Path, target: &Path) -> MountArgs {
         spc: spc.to_path_buf(),
         target: Some(target.to_path_buf()),
         pod_name: "openclaw-gateway-0".into(),
-        namespace: "openclaw".into(),
+        namespace: Some("openclaw".into()),
         service_account: "openclaw".into(),
         pod_uid: "00000000-0000-4000-8000-00000000demo".into(),
         tokens: vec![],

@@ -48,8 +48,9 @@ pub struct MountArgs {
     pub target: Option<PathBuf>,
     #[arg(long, default_value = "openclaw-demo")]
     pub pod_name: String,
-    #[arg(long, default_value = "default")]
-    pub namespace: String,
+    /// The pod's namespace (default: the SecretProviderClass's metadata.namespace, else `default`).
+    #[arg(long)]
+    pub namespace: Option<String>,
     #[arg(long, default_value = "default")]
     pub service_account: String,
     #[arg(long, default_value = "00000000-0000-4000-8000-000000000001")]
@@ -102,6 +103,8 @@ struct SecretProviderClass {
 struct Metadata {
     #[serde(default)]
     name: String,
+    #[serde(default)]
+    namespace: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +221,12 @@ pub fn build_request(args: &MountArgs) -> Result<proto::MountRequest, MountCliEr
             args.spc.display()
         )));
     }
+    // A pod mounts SecretProviderClasses of its own namespace.
+    let namespace = args
+        .namespace
+        .clone()
+        .or(spc.metadata.namespace)
+        .unwrap_or_else(|| "default".into());
     let mut attributes = spc.spec.parameters;
     attributes.insert("secretProviderClass".into(), spc.metadata.name);
     for pair in &args.attributes {
@@ -225,7 +234,7 @@ pub fn build_request(args: &MountArgs) -> Result<proto::MountRequest, MountCliEr
         attributes.insert(key.into(), value.into());
     }
     attributes.insert(POD_NAME.into(), args.pod_name.clone());
-    attributes.insert(POD_NAMESPACE.into(), args.namespace.clone());
+    attributes.insert(POD_NAMESPACE.into(), namespace);
     attributes.insert(POD_UID.into(), args.pod_uid.clone());
     attributes.insert(SERVICE_ACCOUNT_NAME.into(), args.service_account.clone());
     attributes.insert("csi.storage.k8s.io/ephemeral".into(), "true".into());

@@ -32,6 +32,9 @@ pub const OPENCLAW_KEYS: [(&str, &str); 3] = [
     ("OPENAI_API_KEY", "sk-test-VALUE-MUST-NOT-LEAK"),
 ];
 
+/// The namespace of the test pod ([`attributes`]).
+pub const NAMESPACE: &str = "openclaw";
+
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -87,17 +90,22 @@ impl Provider {
         );
     }
 
-    /// Writes an object under the file root.
+    /// The test pod's directory under the file root (`<file-root>/<namespace>`).
+    pub fn namespace_dir(&self) -> PathBuf {
+        self.root.join(NAMESPACE)
+    }
+
+    /// Writes an object into the test pod's namespace directory under the file root.
     pub fn write_object(&self, name: &str, contents: &[u8]) {
-        let path = self.root.join(name);
+        let path = self.namespace_dir().join(name);
         fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
         fs::write(path, contents).expect("object");
     }
 
-    /// Writes the three OpenClaw keys under `openclaw/`.
+    /// Writes the three OpenClaw keys into the test pod's namespace directory.
     pub fn write_openclaw_keys(&self) {
         for (name, value) in OPENCLAW_KEYS {
-            self.write_object(&format!("openclaw/{name}"), value.as_bytes());
+            self.write_object(name, value.as_bytes());
         }
     }
 
@@ -256,7 +264,7 @@ pub fn raw_request(attributes: &str) -> proto::MountRequest {
 }
 
 /// `objects` for the three OpenClaw keys.
-pub const OPENCLAW_OBJECTS: &str = "- objectName: openclaw/OPENCLAW_GATEWAY_TOKEN\n  path: OPENCLAW_GATEWAY_TOKEN\n  filePermission: 0440\n- objectName: openclaw/ANTHROPIC_API_KEY\n  path: ANTHROPIC_API_KEY\n- objectName: openclaw/OPENAI_API_KEY\n  path: OPENAI_API_KEY\n";
+pub const OPENCLAW_OBJECTS: &str = "- objectName: OPENCLAW_GATEWAY_TOKEN\n  filePermission: 0440\n- objectName: ANTHROPIC_API_KEY\n- objectName: OPENAI_API_KEY\n";
 
 /// A tool the README's test command installs under `target/test-tools`, or from PATH.
 pub fn test_tool(name: &str) -> PathBuf {

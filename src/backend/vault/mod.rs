@@ -1,11 +1,15 @@
 //! The `vault` backend: HashiCorp Vault and OpenBao, read as the pod's own identity.
 //!
 //! Parameters ([`params`]) accept the official Vault and OpenBao providers' names. One mount: check the
-//! parameters and objects, log in as the pod ([`auth`], one login per identity), make each distinct
-//! (path, method, arguments) request once, concurrently (bounded), through the shared value cache
-//! ([`crate::cache`]; reads only, never leased secrets), then cut each object's value out of its answer
-//! ([`crate::transform`]). Versions: KV v2's version number where the answer has one, otherwise the keyed
-//! HMAC of the object's configuration and content.
+//! parameters and objects, check that the pod presented its own token ([`crate::pod_token`]), log in as
+//! the pod ([`auth`], one login per identity), make each distinct (path, method, arguments) request once,
+//! concurrently (bounded), through the shared value cache ([`crate::cache`]; reads only), then cut each
+//! object's value out of its answer ([`crate::transform`]). Versions: KV v2's version number where the
+//! answer has one, otherwise the keyed HMAC of the object's configuration and content.
+//!
+//! An answer carrying a lease (a dynamic secret) belongs to the one mount that asked for it: it is never
+//! kept, and a mount that joined another's identical read in flight and got a leased answer asks again
+//! for its own.
 
 pub mod auth;
 pub mod client;
@@ -20,15 +24,19 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use self::auth::{Identity, TokenCache};
-use self::client::VaultHttp;
-use self::params::{SecretRequest, VaultDefaults, VaultObject, VaultParams};
+use self::client::{HttpLimits, VaultCall, VaultHttp};
+use self::params::{
+    AllowedAddresses, SecretRequest, TlsParams, VaultDefaults, VaultObject, VaultParams,
+};
 use super::objects::ObjectListCache;
-use super::{Backend, BoxFuture};
+use super::{Backend, BoxFuture, BuildError, FetchFlags, SharedParts};
 use crate::cache::{Loaded, ValueCache};
 use crate::error::{ErrorKind, MountError, MountResult};
+use crate::pod_token::{self, Caller, LoginScope};
 use crate::request::MountRequest;
 use crate::response::{MountResponse, MountedFile, ObjectVersion, check_output_path};
 use crate::telemetry::metrics::Metrics;
+use crate::tls_files::{TlsFile, TlsFilesDir};
 use crate::transform;
 use crate::version_hmac::VersionKey;
 
@@ -39,14 +47,56 @@ pub const BACKEND_NAME: &str = "vault";
 /// parsed copy beside it).
 const VALUE_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
+/// The Vault backend's flags (with the names and environment variables of Vault's own CLI where it has
+/// them).
+#[derive(Debug, Clone, clap::Args)]
+pub struct VaultFlags {
+    /// Vault address used when a SecretProviderClass sets none: http://, https:// or unix:///path (a
+    /// Vault or OpenBao Agent listener on the node).
+    #[arg(long, env = "VAULT_ADDR")]
+    pub vault_addr: Option<String>,
+    /// Vault namespace used when a SecretProviderClass sets none.
+    #[arg(long, env = "VAULT_NAMESPACE")]
+    pub vault_namespace: Option<String>,
+    /// Comma-separated addresses SecretProviderClasses may name besides --vault-addr; `*` allows any
+    /// http(s) address. Empty: only --vault-addr. Scheme, host and port must match exactly.
+    #[arg(long, env = "OPENCLAW_VAULT_ALLOWED_ADDRESSES", value_delimiter = ',')]
+    pub vault_allowed_addresses: Vec<String>,
+    /// Vault auth mount used when a SecretProviderClass sets none.
+    #[arg(long, env = "OPENCLAW_VAULT_MOUNT", default_value = "kubernetes")]
+    pub vault_mount: String,
+    /// PEM CA bundle trusted for Vault when a SecretProviderClass names none.
+    #[arg(long, env = "VAULT_CACERT")]
+    pub vault_ca_cert: Option<String>,
+    /// Directory of PEM CA certificates trusted for Vault when a SecretProviderClass names none.
+    #[arg(long, env = "VAULT_CAPATH")]
+    pub vault_ca_path: Option<String>,
+    /// PEM client certificate for Vault (with --vault-client-key).
+    #[arg(long, env = "VAULT_CLIENT_CERT")]
+    pub vault_client_cert: Option<String>,
+    /// PEM client key for Vault (with --vault-client-cert).
+    #[arg(long, env = "VAULT_CLIENT_KEY")]
+    pub vault_client_key: Option<String>,
+    /// Server name Vault's certificate is checked against.
+    #[arg(long, env = "VAULT_TLS_SERVER_NAME")]
+    pub vault_tls_server_name: Option<String>,
+    /// Do not verify Vault's certificate (the admin's choice; pods need --allow-insecure-tls).
+    #[arg(
+        long,
+        env = "VAULT_SKIP_VERIFY",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        default_value = "false",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub vault_skip_verify: bool,
+}
+
 /// Settings of the Vault backend (from the provider's flags).
 #[derive(Debug, Clone)]
 pub struct VaultSettings {
     pub defaults: VaultDefaults,
-    /// Bound on one HTTP attempt.
-    pub request_timeout: Duration,
-    /// Retries of connection errors, timeouts and 5xx answers.
-    pub retries: u32,
+    pub limits: HttpLimits,
     /// Requests of one mount in flight at once.
     pub concurrency: usize,
     /// Value cache TTL (0 = off).
@@ -54,12 +104,100 @@ pub struct VaultSettings {
     /// Identities whose Vault token is kept.
     pub token_cache_size: u64,
     pub max_objects: usize,
+    pub login_scope: LoginScope,
+}
+
+impl VaultSettings {
+    /// The settings the flags give; a malformed address or a half client certificate is refused.
+    pub fn from_flags(
+        flags: &VaultFlags,
+        fetch: &FetchFlags,
+        tls_files_dir: Option<Arc<TlsFilesDir>>,
+        shared: &SharedParts,
+    ) -> Result<Self, BuildError> {
+        let flag_error =
+            |flag: &'static str| move |message: String| BuildError::Flag { flag, message };
+        let non_empty = |value: &Option<String>| value.clone().filter(|v| !v.trim().is_empty());
+        let address = non_empty(&flags.vault_addr)
+            .map(|a| params::canonical_address(&a))
+            .transpose()
+            .map_err(flag_error("--vault-addr"))?;
+        let listed: Vec<&str> = flags
+            .vault_allowed_addresses
+            .iter()
+            .map(|a| a.trim())
+            .filter(|a| !a.is_empty())
+            .collect();
+        let allowed = if listed.contains(&"*") {
+            AllowedAddresses::AnyHttp
+        } else {
+            AllowedAddresses::Listed
+        };
+        let allowed_addresses = listed
+            .iter()
+            .filter(|a| **a != "*")
+            .map(|a| params::canonical_address(a))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(flag_error("--vault-allowed-addresses"))?;
+        let admin_file = |value: &Option<String>, flag: &str| {
+            non_empty(value).map(|path| TlsFile {
+                path,
+                named_by: flag.to_string(),
+                from_pod: false,
+            })
+        };
+        let tls = TlsParams {
+            ca_cert: admin_file(&flags.vault_ca_cert, "--vault-ca-cert"),
+            ca_directory: admin_file(&flags.vault_ca_path, "--vault-ca-path"),
+            server_name: non_empty(&flags.vault_tls_server_name),
+            client_cert: admin_file(&flags.vault_client_cert, "--vault-client-cert"),
+            client_key: admin_file(&flags.vault_client_key, "--vault-client-key"),
+            skip_verify: flags.vault_skip_verify,
+        };
+        if tls.client_cert.is_some() != tls.client_key.is_some() {
+            return Err(BuildError::Flag {
+                flag: "--vault-client-cert",
+                message: "set both --vault-client-cert and --vault-client-key, or neither".into(),
+            });
+        }
+        Ok(Self {
+            defaults: VaultDefaults {
+                address,
+                namespace: non_empty(&flags.vault_namespace),
+                auth_mount: flags.vault_mount.trim().trim_matches('/').to_string(),
+                allowed,
+                allowed_addresses,
+                tls,
+                tls_files_dir,
+                allow_insecure_tls: fetch.allow_insecure_tls,
+            },
+            limits: HttpLimits {
+                timeout: fetch.backend_timeout(),
+                retries: 2,
+                max_body: shared.max_response_bytes,
+            },
+            concurrency: fetch.backend_concurrency,
+            cache_ttl: fetch.cache_ttl(),
+            token_cache_size: fetch.token_cache_size,
+            max_objects: shared.max_objects,
+            login_scope: fetch.login_scope,
+        })
+    }
 }
 
 /// An answer to a read, parsed.
 pub struct VaultData {
     raw: Zeroizing<Vec<u8>>,
     json: Value,
+}
+
+/// What every request of one mount shares: where, as whom, and until when.
+struct Call<'a> {
+    params: &'a VaultParams,
+    identity: &'a Identity,
+    /// The pod's token, checked to be the identity's own.
+    jwt: &'a str,
+    deadline: tokio::time::Instant,
 }
 
 /// The value cache key: who read what.
@@ -88,9 +226,28 @@ struct PlannedObject {
 }
 
 impl VaultBackend {
+    /// The backend as the flags configure it.
+    pub fn from_flags(
+        flags: &VaultFlags,
+        fetch: &FetchFlags,
+        tls_files_dir: Option<Arc<TlsFilesDir>>,
+        shared: &SharedParts,
+    ) -> Result<Self, BuildError> {
+        let settings = VaultSettings::from_flags(flags, fetch, tls_files_dir, shared)?;
+        Ok(Self::new(
+            settings,
+            shared.versions.clone(),
+            shared.metrics.clone(),
+        ))
+    }
+
     pub fn new(settings: VaultSettings, versions: Arc<VersionKey>, metrics: Arc<Metrics>) -> Self {
         Self {
-            http: VaultHttp::new(settings.request_timeout, settings.retries, metrics.clone()),
+            http: VaultHttp::new(
+                settings.limits,
+                settings.defaults.tls_files_dir.clone(),
+                metrics.clone(),
+            ),
             metrics,
             tokens: TokenCache::new(settings.token_cache_size),
             values: ValueCache::new(settings.cache_ttl, VALUE_CACHE_BYTES, |data| {
@@ -131,8 +288,16 @@ impl VaultBackend {
     async fn mount_objects(&self, request: &MountRequest) -> MountResult<MountResponse> {
         let params = VaultParams::parse(request, &self.settings.defaults)?;
         let plan = self.plan(request)?;
-        require_pod_identity(request)?;
-        let identity = Identity::of(&params, &request.pod);
+        let caller = Caller::of(request, self.settings.login_scope)?;
+        // Checked on every mount, cache or no cache (see crate::pod_token).
+        let jwt = pod_token::for_audience(request, &caller, &params.audience)?;
+        let identity = Identity::of(&params, &caller);
+        let call = Call {
+            params: &params,
+            identity: &identity,
+            jwt,
+            deadline: request.deadline(),
+        };
         let distinct: Vec<SecretRequest> = plan
             .iter()
             .map(|p| p.request.clone())
@@ -142,9 +307,9 @@ impl VaultBackend {
         let answers: Vec<(SecretRequest, MountResult<Arc<Loaded<VaultData>>>)> =
             futures_util::stream::iter(distinct)
                 .map(|secret| {
-                    let (params, identity) = (&params, &identity);
+                    let call = &call;
                     async move {
-                        let answer = self.fetch(params, identity, request, &secret).await;
+                        let answer = self.fetch(call, &secret).await;
                         (secret, answer)
                     }
                 })
@@ -180,22 +345,26 @@ impl VaultBackend {
     /// One distinct request: reads through the value cache, writes straight to Vault.
     async fn fetch(
         &self,
-        params: &VaultParams,
-        identity: &Identity,
-        request: &MountRequest,
+        call: &Call<'_>,
         secret: &SecretRequest,
     ) -> MountResult<Arc<Loaded<VaultData>>> {
-        let load = self.request_with_login(params, identity, request, secret);
         if !secret.is_read() {
-            return load.await.map(Arc::new);
+            return self.request_with_login(call, secret).await.map(Arc::new);
         }
         let key = ReadKey {
-            identity: identity.clone(),
+            identity: call.identity.clone(),
             request: secret.clone(),
         };
-        let (loaded, missed) = self.values.get_or_load(key, load).await?;
+        let (loaded, missed) = self
+            .values
+            .get_or_load(key, self.request_with_login(call, secret))
+            .await?;
         if self.values.is_on() {
             self.metrics.record_cache_lookup(BACKEND_NAME, !missed);
+        }
+        if !loaded.cacheable && !missed {
+            // Another mount's leased answer: this mount gets a lease of its own.
+            return self.request_with_login(call, secret).await.map(Arc::new);
         }
         Ok(loaded)
     }
@@ -203,11 +372,10 @@ impl VaultBackend {
     /// Sends the request with the identity's token; on 403 logs in once more and retries once.
     async fn request_with_login(
         &self,
-        params: &VaultParams,
-        identity: &Identity,
-        request: &MountRequest,
+        call: &Call<'_>,
         secret: &SecretRequest,
     ) -> MountResult<Loaded<VaultData>> {
+        let params = call.params;
         let path = match &secret.query {
             Some(query) => format!("{}?{query}", secret.path),
             None => secret.path.clone(),
@@ -216,22 +384,28 @@ impl VaultBackend {
         loop {
             let token = self
                 .tokens
-                .token(&self.http, params, identity, request)
+                .token(&self.http, params, call.identity, call.jwt, call.deadline)
                 .await?;
             let reply = self
                 .http
                 .send(
                     params,
-                    secret.method,
-                    &path,
-                    Some(&token.token),
-                    secret.body.as_deref(),
+                    VaultCall {
+                        method: secret.method,
+                        path: &path,
+                        token: Some(&token.token),
+                        body: secret.body.as_deref(),
+                        deadline: call.deadline,
+                    },
                 )
                 .await?;
             if reply.status.as_u16() == 403 && !retried {
-                self.tokens.invalidate(identity, &token).await;
+                self.tokens.invalidate(call.identity, &token).await;
                 retried = true;
                 continue;
+            }
+            if reply.is_throttled() {
+                return Err(reply.throttled_error(&params.address, &secret.path));
             }
             if !reply.status.is_success() {
                 return Err(status_error(
@@ -242,9 +416,13 @@ impl VaultBackend {
                 ));
             }
             let json: Value = serde_json::from_slice(&reply.body).map_err(|_| {
-                MountError::internal(
+                MountError::new(
+                    ErrorKind::Unavailable,
                     "VaultBadAnswer",
-                    format!("Vault's answer for {} is not JSON", secret.path),
+                    format!(
+                        "the answer of Vault at {} for {:?} is not JSON",
+                        params.address, secret.path
+                    ),
                 )
             })?;
             let leased = json
@@ -299,20 +477,6 @@ impl VaultBackend {
     }
 }
 
-/// Tokens and values are cached per pod namespace and service account, as kubelet reports them; without
-/// them pods could share each other's Vault tokens, so the mount is refused.
-fn require_pod_identity(request: &MountRequest) -> MountResult<()> {
-    if request.pod.namespace.is_empty() || request.pod.service_account.is_empty() {
-        return Err(MountError::new(
-            ErrorKind::FailedPrecondition,
-            "MissingPodInfo",
-            "the driver sent no pod namespace or service account: the CSIDriver secrets-store.csi.k8s.io \
-             needs podInfoOnMount: true",
-        ));
-    }
-    Ok(())
-}
-
 /// A KV v2 answer's `data.data` and `data.metadata.version`.
 fn kv2_data(json: &Value) -> Option<(&Value, Option<u64>)> {
     let data = json.get("data")?;
@@ -345,6 +509,15 @@ fn status_error(
         404 => MountError::not_found(
             "SecretNotFound",
             format!("Vault has no secret at {path:?} (404){detail}"),
+        ),
+        300..=399 => MountError::new(
+            ErrorKind::FailedPrecondition,
+            "VaultRedirect",
+            format!(
+                "Vault at {} answered {path:?} with a redirect ({status}); the provider follows no \
+                 redirects: point the address at the active node or a load balancer",
+                params.address
+            ),
         ),
         400 | 405 => MountError::invalid(
             "VaultBadRequest",

@@ -1,14 +1,21 @@
 //! The Vault backend's SecretProviderClass parameters, in the official Vault provider's spelling
 //! (`vaultAddress`, …) and the OpenBao provider's (`openbaoAddress`, …), checked into one [`VaultParams`].
-//! Unknown keys and settings given twice are refused by name.
+//! Settings given twice are refused by name; unknown keys are ignored, as the official provider does
+//! (pods add their own `volumeAttributes`), with a debug log line naming the key.
+//!
+//! Every parameter is the pod author's to set, so what must be the admin's is checked here: the address
+//! must be `--vault-addr` or one `--vault-allowed-addresses` names, TLS files must lie in
+//! `--tls-files-dir`, and turning verification off needs `--allow-insecure-tls`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::error::{MountError, MountResult};
+use crate::error::{ErrorKind, MountError, MountResult};
 use crate::file_mode::FileMode;
 use crate::request::MountRequest;
+use crate::tls_files::{self, TLS_FILES_DIR_FLAG, TlsFile, TlsFilesDir};
 use crate::transform::Encoding;
 
 /// Keys every backend shares or the driver adds.
@@ -29,14 +36,15 @@ const PREFIXED: [&str; 10] = [
     "AuthMountPath",
 ];
 
-/// TLS settings for talking to Vault; part of the HTTP client's identity.
+/// TLS settings for talking to Vault; part of the HTTP client's identity. Files say who named them
+/// (an admin's flag, or a pod's parameter, which must stay in `--tls-files-dir`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct TlsParams {
-    pub ca_cert_path: Option<String>,
-    pub ca_directory: Option<String>,
+    pub ca_cert: Option<TlsFile>,
+    pub ca_directory: Option<TlsFile>,
     pub server_name: Option<String>,
-    pub client_cert_path: Option<String>,
-    pub client_key_path: Option<String>,
+    pub client_cert: Option<TlsFile>,
+    pub client_key: Option<TlsFile>,
     pub skip_verify: bool,
 }
 
@@ -44,7 +52,7 @@ pub struct TlsParams {
 #[derive(Debug, Clone)]
 pub struct VaultParams {
     pub role: String,
-    /// Without a trailing slash.
+    /// In [`canonical_address`] form: `scheme://host:port` or `unix:///path`.
     pub address: String,
     pub namespace: Option<String>,
     pub auth_mount: String,
@@ -52,14 +60,33 @@ pub struct VaultParams {
     pub tls: TlsParams,
 }
 
-/// Provider-wide defaults from flags.
+/// Which addresses SecretProviderClasses may name besides the provider's own `--vault-addr`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AllowedAddresses {
+    /// Only these (canonical) addresses; empty = only `--vault-addr`.
+    #[default]
+    Listed,
+    /// `--vault-allowed-addresses '*'`: any http:// or https:// address (never a unix socket).
+    AnyHttp,
+}
+
+/// Provider-wide settings from flags: defaults for what a SecretProviderClass leaves out, and the
+/// bounds on what it may ask for.
 #[derive(Debug, Clone, Default)]
 pub struct VaultDefaults {
+    /// Canonical form.
     pub address: Option<String>,
     pub namespace: Option<String>,
     pub auth_mount: String,
-    /// When not empty, the only addresses mounts may use (besides `address`).
+    pub allowed: AllowedAddresses,
+    /// Canonical addresses mounts may use besides `address` (with [`AllowedAddresses::Listed`]).
     pub allowed_addresses: Vec<String>,
+    /// The admin's TLS settings, used where a SecretProviderClass sets none.
+    pub tls: TlsParams,
+    /// Where pods' TLS file parameters must point; `None` refuses them.
+    pub tls_files_dir: Option<Arc<TlsFilesDir>>,
+    /// Whether pods may set `vaultSkipTLSVerify: true`.
+    pub allow_insecure_tls: bool,
 }
 
 /// One entry of `objects`.
@@ -107,31 +134,31 @@ fn non_empty(value: Option<(&str, String)>) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-fn check_known_keys(request: &MountRequest) -> MountResult<()> {
-    for key in request.parameters.keys() {
-        let known = COMMON_KEYS.contains(&key.as_str())
-            || IGNORED_KEYS.contains(&key.as_str())
-            || key == "roleName"
-            || key == "audience"
-            || PREFIXED.iter().any(|suffix| {
-                key.strip_prefix("vault")
-                    .or_else(|| key.strip_prefix("openbao"))
-                    == Some(suffix)
-            });
-        if !known {
-            let shown: String = key.chars().take(64).collect();
-            return Err(invalid(format!(
-                "unknown parameter {shown:?} for the vault backend (see the Vault backend documentation for the accepted keys)"
-            )));
-        }
+/// Whether the vault backend reads `key`.
+pub fn is_known_key(key: &str) -> bool {
+    COMMON_KEYS.contains(&key)
+        || IGNORED_KEYS.contains(&key)
+        || key == "roleName"
+        || key == "audience"
+        || PREFIXED.iter().any(|suffix| {
+            key.strip_prefix("vault")
+                .or_else(|| key.strip_prefix("openbao"))
+                == Some(suffix)
+        })
+}
+
+/// Unknown keys are ignored, as the official provider ignores them; the key (never its value) is logged.
+fn log_unknown_keys(request: &MountRequest) {
+    for key in request.parameters.keys().filter(|k| !is_known_key(k)) {
+        let shown: String = key.chars().take(64).collect();
+        tracing::debug!(parameter = %shown, "ignoring a parameter the vault backend does not read");
     }
-    Ok(())
 }
 
 impl VaultParams {
-    /// Checks the request's parameters against the provider's defaults.
+    /// Checks the request's parameters against the provider's defaults and bounds.
     pub fn parse(request: &MountRequest, defaults: &VaultDefaults) -> MountResult<Self> {
-        check_known_keys(request)?;
+        log_unknown_keys(request);
         let role = request
             .parameter("roleName")
             .map(str::trim)
@@ -142,25 +169,20 @@ impl VaultParams {
                 )
             })?
             .to_string();
-        let address = non_empty(prefixed(request, "Address")?)
-            .or_else(|| defaults.address.clone())
-            .ok_or_else(|| {
-                invalid("no Vault address: set \"vaultAddress\" or start the provider with --vault-addr".into())
-            })?;
-        let address = check_address(&address)?;
-        check_allowed(&address, defaults)?;
-        let kubernetes_mount = prefixed(request, "KubernetesMountPath")?;
-        let auth_mount = prefixed(request, "AuthMountPath")?;
-        let auth_mount = match (kubernetes_mount, auth_mount) {
-            (Some((_, a)), Some((_, b))) => {
-                return Err(invalid(format!("set only one of {a:?} and {b:?}")));
+        let address = match prefixed(request, "Address")? {
+            Some((value, key)) if !value.trim().is_empty() => {
+                let address =
+                    canonical_address(value).map_err(|why| invalid(format!("{key} {why}")))?;
+                check_allowed(&address, defaults)?;
+                address
             }
-            (Some(found), None) | (None, Some(found)) => {
-                found.0.trim().trim_matches('/').to_string()
-            }
-            (None, None) => defaults.auth_mount.clone(),
+            _ => defaults.address.clone().ok_or_else(|| {
+                invalid(
+                    "no Vault address: set \"vaultAddress\" or start the provider with --vault-addr"
+                        .into(),
+                )
+            })?,
         };
-        check_mount(&auth_mount)?;
         let uses_openbao = request.parameters.keys().any(|k| k.starts_with("openbao"));
         let uses_vault = request.parameters.keys().any(|k| k.starts_with("vault"));
         let default_audience = if uses_openbao && !uses_vault {
@@ -170,30 +192,89 @@ impl VaultParams {
         };
         let audience = request
             .parameter("audience")
-            .map_or(default_audience, str::trim)
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .unwrap_or(default_audience)
             .to_string();
-        let skip_verify = match prefixed(request, "SkipTLSVerify")? {
-            None => false,
-            Some((value, key)) => parse_bool(value)
-                .ok_or_else(|| invalid(format!("{key} must be \"true\" or \"false\"")))?,
-        };
         Ok(Self {
             role,
             address,
             namespace: non_empty(prefixed(request, "Namespace")?)
                 .or_else(|| defaults.namespace.clone()),
-            auth_mount,
+            auth_mount: auth_mount(request, defaults)?,
             audience,
-            tls: TlsParams {
-                ca_cert_path: non_empty(prefixed(request, "CACertPath")?),
-                ca_directory: non_empty(prefixed(request, "CADirectory")?),
-                server_name: non_empty(prefixed(request, "TLSServerName")?),
-                client_cert_path: non_empty(prefixed(request, "TLSClientCertPath")?),
-                client_key_path: non_empty(prefixed(request, "TLSClientKeyPath")?),
-                skip_verify,
-            },
+            tls: tls_params(request, defaults)?,
         })
     }
+}
+
+fn auth_mount(request: &MountRequest, defaults: &VaultDefaults) -> MountResult<String> {
+    let kubernetes_mount = prefixed(request, "KubernetesMountPath")?;
+    let auth_mount = prefixed(request, "AuthMountPath")?;
+    let auth_mount = match (kubernetes_mount, auth_mount) {
+        (Some((_, a)), Some((_, b))) => {
+            return Err(invalid(format!("set only one of {a:?} and {b:?}")));
+        }
+        (Some(found), None) | (None, Some(found)) => found.0.trim().trim_matches('/').to_string(),
+        (None, None) => defaults.auth_mount.clone(),
+    };
+    check_mount(&auth_mount)?;
+    Ok(auth_mount)
+}
+
+/// The pod's TLS settings over the admin's: pod file paths must lie in `--tls-files-dir`, and turning
+/// verification off needs `--allow-insecure-tls`.
+fn tls_params(request: &MountRequest, defaults: &VaultDefaults) -> MountResult<TlsParams> {
+    let dir = defaults.tls_files_dir.as_deref();
+    let file = |suffix: &str, default: &Option<TlsFile>| -> MountResult<Option<TlsFile>> {
+        let Some((value, key)) = prefixed(request, suffix)? else {
+            return Ok(default.clone());
+        };
+        if value.trim().is_empty() {
+            return Ok(default.clone());
+        }
+        let file = TlsFile {
+            path: value.trim().to_string(),
+            named_by: key,
+            from_pod: true,
+        };
+        tls_files::check_allowed(&file, dir)?;
+        Ok(Some(file))
+    };
+    let skip_verify = match prefixed(request, "SkipTLSVerify")? {
+        None => defaults.tls.skip_verify,
+        Some((value, key)) => {
+            let skip = parse_bool(value)
+                .ok_or_else(|| invalid(format!("{key} must be \"true\" or \"false\"")))?;
+            if skip && !defaults.allow_insecure_tls {
+                return Err(MountError::new(
+                    ErrorKind::PermissionDenied,
+                    "InsecureTlsNotAllowed",
+                    format!(
+                        "{key}: true turns off the verification of Vault's certificate, which this \
+                         provider allows only when started with --allow-insecure-tls; set a CA instead \
+                         (the provider's --vault-ca-cert, or a file in its {TLS_FILES_DIR_FLAG})"
+                    ),
+                ));
+            }
+            skip
+        }
+    };
+    let tls = TlsParams {
+        ca_cert: file("CACertPath", &defaults.tls.ca_cert)?,
+        ca_directory: file("CADirectory", &defaults.tls.ca_directory)?,
+        server_name: non_empty(prefixed(request, "TLSServerName")?)
+            .or_else(|| defaults.tls.server_name.clone()),
+        client_cert: file("TLSClientCertPath", &defaults.tls.client_cert)?,
+        client_key: file("TLSClientKeyPath", &defaults.tls.client_key)?,
+        skip_verify,
+    };
+    if tls.client_cert.is_some() != tls.client_key.is_some() {
+        return Err(invalid(
+            "set both vaultTLSClientCertPath and vaultTLSClientKeyPath, or neither".into(),
+        ));
+    }
+    Ok(tls)
 }
 
 fn parse_bool(value: &str) -> Option<bool> {
@@ -204,39 +285,77 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-fn check_address(address: &str) -> MountResult<String> {
-    let trimmed = address.trim().trim_end_matches('/');
-    let valid = (trimmed.starts_with("http://") || trimmed.starts_with("https://"))
-        && reqwest::Url::parse(trimmed).is_ok_and(|url| url.host().is_some());
-    if !valid {
-        let shown: String = trimmed.chars().take(128).collect();
-        return Err(invalid(format!(
-            "Vault address {shown:?} is not an http:// or https:// URL with a host"
-        )));
+/// A Vault address in one form, so that two spellings of one server compare equal: `scheme://host:port`
+/// (scheme and host lower-case, the port always written) for `http`/`https`, or `unix:///absolute/path`
+/// for a Vault or OpenBao Agent listener on the node. Anything that could hide where a request goes — a
+/// path other than `/`, a query, a fragment, user info — is refused. The error says why, never echoing
+/// more than a bounded prefix.
+pub fn canonical_address(text: &str) -> Result<String, String> {
+    let trimmed = text.trim();
+    // User information may be a password: such an address is never echoed.
+    let shown: String = if trimmed.contains('@') {
+        "(an address with user information)".into()
+    } else {
+        format!("{:?}", trimmed.chars().take(128).collect::<String>())
+    };
+    if let Some(path) = trimmed.strip_prefix("unix://") {
+        let path = std::path::Path::new(path);
+        let clean = path.is_absolute()
+            && path.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::RootDir | std::path::Component::Normal(_)
+                )
+            })
+            && !trimmed.contains(['?', '#']);
+        if !clean {
+            return Err(format!(
+                "{shown} is not unix:// followed by an absolute, clean socket path"
+            ));
+        }
+        return Ok(format!("unix://{}", path.display()));
     }
-    Ok(trimmed.to_string())
+    let url = reqwest::Url::parse(trimmed)
+        .map_err(|_| format!("{shown} is not an http://, https:// or unix:// URL"))?;
+    let scheme = url.scheme();
+    if scheme != "http" && scheme != "https" {
+        return Err(format!(
+            "{shown} is not an http://, https:// or unix:// URL"
+        ));
+    }
+    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+        return Err(format!("{shown} has no host"));
+    };
+    if trimmed.contains('@') || !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{shown}: name the server only, without user information"
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() || url.path() != "/" {
+        return Err(format!(
+            "{shown} has a path, query or fragment: give scheme, host and port only"
+        ));
+    }
+    let port = url.port_or_known_default().unwrap_or(8200);
+    Ok(format!("{scheme}://{host}:{port}"))
 }
 
-/// With `--vault-allowed-addresses` set, pods cannot send the provider (and their token) anywhere else.
+/// Pods can set `vaultAddress` through volumeAttributes: only the provider's own address and those its
+/// admin allows are used, so a pod cannot send the provider (and its token) to a server of its choosing.
 fn check_allowed(address: &str, defaults: &VaultDefaults) -> MountResult<()> {
-    let normal = |a: &str| a.trim().trim_end_matches('/').to_ascii_lowercase();
-    let wanted = normal(address);
-    let allowed = defaults.allowed_addresses.is_empty()
-        || defaults
-            .address
-            .as_deref()
-            .is_some_and(|d| normal(d) == wanted)
-        || defaults
-            .allowed_addresses
-            .iter()
-            .any(|a| normal(a) == wanted);
+    let allowed = defaults.address.as_deref() == Some(address)
+        || (defaults.allowed == AllowedAddresses::AnyHttp && !address.starts_with("unix://"))
+        || defaults.allowed_addresses.iter().any(|a| a == address);
     if allowed {
         return Ok(());
     }
     Err(MountError::new(
-        crate::error::ErrorKind::PermissionDenied,
+        ErrorKind::PermissionDenied,
         "VaultAddressNotAllowed",
-        format!("Vault address {address:?} is not among the provider's --vault-allowed-addresses"),
+        format!(
+            "Vault address {address:?} is neither the provider's --vault-addr nor among its \
+             --vault-allowed-addresses"
+        ),
     ))
 }
 
@@ -353,35 +472,176 @@ mod tests {
         }
     }
 
+    fn reason(parameters: &[(&str, &str)], defaults: &VaultDefaults) -> &'static str {
+        VaultParams::parse(&request(parameters), defaults)
+            .unwrap_err()
+            .reason
+    }
+
     #[test]
-    fn allowed_addresses_bound_where_pods_can_send_the_provider() {
-        let mut defaults = defaults();
+    fn addresses_have_one_form() {
+        for (given, canonical) in [
+            ("http://127.0.0.1:8200", "http://127.0.0.1:8200"),
+            ("http://127.0.0.1:8200/", "http://127.0.0.1:8200"),
+            ("HTTPS://Vault.Example", "https://vault.example:443"),
+            ("https://vault.example:443/", "https://vault.example:443"),
+            ("http://[::1]:8200", "http://[::1]:8200"),
+            (
+                "unix:///run/vault/agent.sock",
+                "unix:///run/vault/agent.sock",
+            ),
+        ] {
+            assert_eq!(
+                canonical_address(given).as_deref(),
+                Ok(canonical),
+                "{given}"
+            );
+        }
+        for bad in [
+            "vault:8200",
+            "ftp://vault:21",
+            "http://vault:8200/v1/secret",
+            "http://vault:8200?x=1",
+            "http://vault:8200#f",
+            "http://user:pw@vault:8200",
+            "http://@vault:8200",
+            "unix://relative.sock",
+            "unix:///run/../etc/x",
+            "http://",
+        ] {
+            let error = canonical_address(bad).unwrap_err();
+            assert!(!error.contains("pw"), "{error}");
+        }
+    }
+
+    #[test]
+    fn only_the_admins_addresses_are_used() {
         let at = |address: &str| request(&[("roleName", "a"), ("vaultAddress", address)]);
-        assert!(
-            VaultParams::parse(&at("http://anywhere:8200"), &defaults).is_ok(),
-            "no list: any address"
-        );
-        defaults.allowed_addresses = vec!["https://vault.example:8200/".into()];
-        assert!(VaultParams::parse(&at("https://VAULT.example:8200"), &defaults).is_ok());
-        assert!(
-            VaultParams::parse(&at("http://127.0.0.1:8200"), &defaults).is_ok(),
-            "the default address"
+        let mut defaults = defaults();
+        assert_eq!(
+            VaultParams::parse(&at("http://127.0.0.1:8200/"), &defaults)
+                .unwrap()
+                .address,
+            "http://127.0.0.1:8200",
+            "the provider's own address, spelled differently"
         );
         assert!(VaultParams::parse(&request(&[("roleName", "a")]), &defaults).is_ok());
         let error = VaultParams::parse(&at("http://attacker:8200"), &defaults).unwrap_err();
-        assert_eq!(error.reason, "VaultAddressNotAllowed");
-        assert!(error.message.contains("http://attacker:8200"));
+        assert_eq!(error.kind, ErrorKind::PermissionDenied);
+        assert!(
+            error.message.contains("--vault-allowed-addresses"),
+            "{error}"
+        );
+        assert_eq!(
+            reason(
+                &[("roleName", "a"), ("vaultAddress", "http://127.0.0.1:8201")],
+                &defaults
+            ),
+            "VaultAddressNotAllowed",
+            "another port"
+        );
+        assert_eq!(
+            reason(
+                &[
+                    ("roleName", "a"),
+                    ("vaultAddress", "https://127.0.0.1:8200")
+                ],
+                &defaults
+            ),
+            "VaultAddressNotAllowed",
+            "another scheme"
+        );
+        defaults.allowed_addresses = vec!["https://vault.example:8200".into()];
+        assert!(VaultParams::parse(&at("https://VAULT.example:8200/"), &defaults).is_ok());
+        assert_eq!(
+            reason(
+                &[
+                    ("roleName", "a"),
+                    ("vaultAddress", "http://vault.example:8200")
+                ],
+                &defaults
+            ),
+            "VaultAddressNotAllowed"
+        );
+        defaults.allowed = AllowedAddresses::AnyHttp;
+        assert!(VaultParams::parse(&at("http://anywhere:8200"), &defaults).is_ok());
+        assert_eq!(
+            reason(
+                &[
+                    ("roleName", "a"),
+                    ("vaultAddress", "unix:///run/agent.sock")
+                ],
+                &defaults
+            ),
+            "VaultAddressNotAllowed",
+            "'*' never includes a socket on the node"
+        );
+        assert_eq!(
+            reason(
+                &[("roleName", "a"), ("vaultAddress", "http://v:8200/x")],
+                &defaults
+            ),
+            "InvalidParameter"
+        );
+    }
+
+    #[test]
+    fn tls_files_and_verification_are_the_admins() {
+        let base = tempfile::tempdir().unwrap();
+        let mut defaults = defaults();
+        let ca = |path: &str| request(&[("roleName", "a"), ("vaultCACertPath", path)]);
+        let error = VaultParams::parse(&ca("/etc/passwd"), &defaults).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::PermissionDenied);
+        assert!(error.message.contains("--tls-files-dir"), "{error}");
+        defaults.tls_files_dir = Some(Arc::new(TlsFilesDir::open(base.path()).unwrap()));
+        let inside = base.path().join("ca.crt");
+        let parsed = VaultParams::parse(&ca(&inside.to_string_lossy()), &defaults).unwrap();
+        assert!(parsed.tls.ca_cert.unwrap().from_pod);
+        assert_eq!(
+            reason(
+                &[("roleName", "a"), ("vaultCADirectory", "/etc/ssl")],
+                &defaults
+            ),
+            "TlsFileNotAllowed"
+        );
+        let skip = [("roleName", "a"), ("vaultSkipTLSVerify", "true")];
+        let error = VaultParams::parse(&request(&skip), &defaults).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::PermissionDenied);
+        assert!(error.message.contains("--allow-insecure-tls"), "{error}");
+        defaults.allow_insecure_tls = true;
+        assert!(
+            VaultParams::parse(&request(&skip), &defaults)
+                .unwrap()
+                .tls
+                .skip_verify
+        );
+        defaults.tls.skip_verify = true;
+        let off = [("roleName", "a"), ("vaultSkipTLSVerify", "false")];
+        assert!(
+            !VaultParams::parse(&request(&off), &defaults)
+                .unwrap()
+                .tls
+                .skip_verify
+        );
+        assert!(
+            VaultParams::parse(&request(&[("roleName", "a")]), &defaults)
+                .unwrap()
+                .tls
+                .skip_verify
+        );
     }
 
     #[test]
     fn vault_and_openbao_spellings() {
+        let mut defaults = defaults();
+        defaults.allowed = AllowedAddresses::AnyHttp;
         let vault = VaultParams::parse(
             &request(&[
                 ("roleName", "app"),
                 ("vaultAddress", "https://v:8200/"),
                 ("vaultAuthMountPath", "jwt"),
             ]),
-            &defaults(),
+            &defaults,
         )
         .unwrap();
         assert_eq!(
@@ -397,22 +657,30 @@ mod tests {
                 ("roleName", "app"),
                 ("openbaoAddress", "http://b:8200"),
                 ("openbaoNamespace", "team"),
+                ("audience", ""),
             ]),
-            &defaults(),
+            &defaults,
         )
         .unwrap();
         assert_eq!(
             (bao.audience.as_str(), bao.namespace.as_deref()),
-            ("openbao", Some("team"))
+            ("openbao", Some("team")),
+            "an empty audience is the default one"
         );
-        let defaulted = VaultParams::parse(&request(&[("roleName", "app")]), &defaults()).unwrap();
-        assert_eq!(defaulted.auth_mount, "kubernetes");
+        let defaulted = VaultParams::parse(
+            &request(&[("roleName", "app"), ("someOtherAttribute", "x")]),
+            &defaults,
+        )
+        .unwrap();
+        assert_eq!(
+            defaulted.auth_mount, "kubernetes",
+            "unknown keys are ignored"
+        );
     }
 
     #[test]
-    fn refuses_unknown_conflicting_and_bad_values_by_name() {
-        let cases: [(&[(&str, &str)], &str); 7] = [
-            (&[("roleName", "a"), ("vaultAdress", "x")], "vaultAdress"),
+    fn refuses_conflicting_and_bad_values_by_name() {
+        let cases: [(&[(&str, &str)], &str); 6] = [
             (
                 &[
                     ("roleName", "a"),
