@@ -40,6 +40,12 @@ impl FileMode {
         Self::from_number(u64::from(value))
     }
 
+    /// The mode a file gets: the object's own, or the driver's default when the object sets none or 0
+    /// (the official providers read `filePermission: 0` as "not set").
+    pub fn or_default(mode: Option<FileMode>, default: u32) -> u32 {
+        mode.map(|m| m.0).filter(|m| *m != 0).unwrap_or(default)
+    }
+
     /// A mode given as a plain number (decimal).
     pub fn from_number(value: u64) -> Result<Self, String> {
         if value > 0o777 {
@@ -109,6 +115,9 @@ mod tests {
         assert_eq!(from_yaml("mode: 420"), Ok(0o644));
         assert_eq!(from_yaml("mode: 0"), Ok(0));
         assert_eq!(from_yaml("mode: 0777"), Ok(0o777));
+        assert_eq!(FileMode::or_default(Some(FileMode(0)), 0o644), 0o644);
+        assert_eq!(FileMode::or_default(None, 0o644), 0o644);
+        assert_eq!(FileMode::or_default(Some(FileMode(0o400)), 0o644), 0o400);
     }
 
     #[test]

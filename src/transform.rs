@@ -8,19 +8,41 @@ use zeroize::Zeroizing;
 
 use crate::error::{MountError, MountResult};
 
-/// How a value is written to its file.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+/// How a value is written to its file. Names match without regard to case, and an empty one means
+/// `utf-8`, as the official Vault provider reads them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Encoding {
     /// As it is.
     #[default]
-    #[serde(rename = "utf-8", alias = "utf8", alias = "UTF-8")]
     Utf8,
     /// Base64-decoded (standard alphabet, padding optional).
-    #[serde(rename = "base64")]
     Base64,
     /// Hex-decoded.
-    #[serde(rename = "hex")]
     Hex,
+}
+
+impl Encoding {
+    /// Parses an `encoding` value.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "" | "utf-8" | "utf8" => Ok(Self::Utf8),
+            "base64" => Ok(Self::Base64),
+            "hex" => Ok(Self::Hex),
+            _ => {
+                let shown: String = text.chars().take(32).collect();
+                Err(format!(
+                    "encoding {shown:?} is not one of utf-8, base64, hex"
+                ))
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Encoding {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// The bytes of `key` in a JSON object: strings as they are, any other JSON value serialised as JSON.
@@ -90,6 +112,20 @@ fn decode_hex(text: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoding_names_ignore_case_and_empty_is_utf8() {
+        for (text, encoding) in [
+            ("", Encoding::Utf8),
+            ("UTF-8", Encoding::Utf8),
+            ("utf8", Encoding::Utf8),
+            ("Base64", Encoding::Base64),
+            (" HEX ", Encoding::Hex),
+        ] {
+            assert_eq!(Encoding::parse(text), Ok(encoding), "{text}");
+        }
+        assert!(Encoding::parse("rot13").unwrap_err().contains("rot13"));
+    }
 
     #[test]
     fn keys_and_encodings() {

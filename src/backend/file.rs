@@ -131,9 +131,7 @@ impl FileBackend {
                 check_output_path(&format!("objects[{index}].path"), &output_path)?;
                 Ok(PlannedObject {
                     output_path,
-                    mode: object
-                        .file_permission
-                        .map_or(request.default_mode, |mode| mode.0),
+                    mode: FileMode::or_default(object.file_permission, request.default_mode),
                     object_name: object.object_name.clone(),
                     optional: object.optional,
                 })

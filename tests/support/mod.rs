@@ -2,6 +2,8 @@
 //! builds Mount requests the way the driver does, and finds the test tools the test command installs.
 #![allow(dead_code)]
 
+#[cfg(feature = "vault")]
+pub mod hostile_vault;
 pub mod identity;
 #[cfg(feature = "vault")]
 pub mod openbao;
@@ -55,39 +57,65 @@ pub struct Provider {
 
 impl Provider {
     /// Starts `serve` with a file root, a health port and any extra flags, and waits until it is ready.
+    /// A health port another test took between [`free_port`] and the bind is replaced by a new one.
     pub fn start(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("sock").join("openclaw.sock");
         let root = dir.path().join("root");
         fs::create_dir_all(&root).expect("root");
-        let health = format!("127.0.0.1:{}", free_port());
         let log = dir.path().join("provider.log");
-        let child = spawn_serve(&socket, &root, &health, &log, extra);
-        let provider = Self {
-            child: Some(child),
+        let mut provider = Self {
+            child: None,
             dir,
             socket,
             root,
-            health,
+            health: String::new(),
             log,
         };
-        provider.wait_ready();
-        provider
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
-                return;
+        for attempt in 1..=5 {
+            provider.health = format!("127.0.0.1:{}", free_port());
+            provider.child = Some(spawn_serve(
+                &provider.socket,
+                &provider.root,
+                &provider.health,
+                &provider.log,
+                extra,
+            ));
+            if provider.wait_ready() {
+                return provider;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            if attempt == 5 || !provider.lost_health_port() {
+                break;
+            }
+            if let Some(mut child) = provider.child.take() {
+                let _ = child.wait();
+            }
         }
         panic!(
             "provider did not listen on {} within 10 s; log:\n{}",
-            self.socket.display(),
-            self.logs()
+            provider.socket.display(),
+            provider.logs()
         );
+    }
+
+    /// Waits (10 s at most) until the socket answers or the process exits; true when it answers.
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return true;
+            }
+            if !self.running() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Whether the process exited because its health port was taken.
+    fn lost_health_port(&mut self) -> bool {
+        !self.running() && self.logs().contains("Address already in use")
     }
 
     /// The test pod's directory under the file root (`<file-root>/<namespace>`).
@@ -136,6 +164,17 @@ impl Provider {
     /// Whether the process still runs.
     pub fn running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// The provider's peak resident memory so far, in KiB (`VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .expect("VmHWM in /proc/<pid>/status")
     }
 
     /// An HTTP GET on the health server: (status code, body).

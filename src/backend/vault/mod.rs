@@ -32,6 +32,7 @@ use super::objects::ObjectListCache;
 use super::{Backend, BoxFuture, BuildError, FetchFlags, SharedParts};
 use crate::cache::{Loaded, ValueCache};
 use crate::error::{ErrorKind, MountError, MountResult};
+use crate::file_mode::FileMode;
 use crate::pod_token::{self, Caller, LoginScope};
 use crate::request::MountRequest;
 use crate::response::{MountResponse, MountedFile, ObjectVersion, check_output_path};
@@ -278,7 +279,7 @@ impl VaultBackend {
                 }
                 Ok(PlannedObject {
                     request: SecretRequest::of(index, object)?,
-                    mode: object.file_permission.map_or(request.default_mode, |m| m.0),
+                    mode: FileMode::or_default(object.file_permission, request.default_mode),
                     object: object.clone(),
                 })
             })
