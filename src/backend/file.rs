@@ -18,13 +18,14 @@ use std::sync::Arc;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use super::fetch::{ResponseBuilder, Versions};
 use super::file_root::{FileRoot, OpenError};
 use super::objects::ObjectListCache;
 use super::{Backend, BoxFuture, BuildError, SharedParts};
 use crate::error::{ErrorKind, MountError, MountResult};
 use crate::file_mode::FileMode;
 use crate::request::{MountRequest, is_namespace_name};
-use crate::response::{MountResponse, MountedFile, ObjectVersion, check_output_path, too_large};
+use crate::response::{MountResponse, check_output_path, too_large};
 use crate::version_hmac::VersionKey;
 
 /// How the file root is divided between pods.
@@ -80,7 +81,7 @@ pub struct FileBackend {
     /// The root, or `None` when the provider was started without `--file-root`.
     root: Option<Arc<FileRoot>>,
     layout: FileLayout,
-    versions: Arc<VersionKey>,
+    versions: Versions,
     objects: ObjectListCache<FileObject>,
     max_response_bytes: usize,
 }
@@ -96,7 +97,7 @@ impl FileBackend {
         Self {
             root: root.map(Arc::new),
             layout,
-            versions,
+            versions: Versions::new(versions, "file"),
             objects: ObjectListCache::new(max_objects),
             max_response_bytes,
         }
@@ -180,36 +181,22 @@ impl FileBackend {
         plan: Vec<PlannedObject>,
         contents: Vec<Option<Zeroizing<Vec<u8>>>>,
     ) -> MountResponse {
-        let mut response = MountResponse::default();
+        let mut response = ResponseBuilder::new(self.versions.clone(), plan.len());
         for (object, content) in plan.into_iter().zip(contents) {
             let Some(content) = content else { continue };
             let mode = object.mode.to_string();
-            let version = self.versions.version(&[
-                b"file",
-                object.object_name.as_bytes(),
-                object.output_path.as_bytes(),
-                mode.as_bytes(),
+            let version = response.versions().keyed(
+                &[
+                    object.object_name.as_bytes(),
+                    object.output_path.as_bytes(),
+                    mode.as_bytes(),
+                ],
                 &content,
-            ]);
-            response.versions.push(ObjectVersion {
-                id: format!("file/{}", object.output_path),
-                version,
-            });
-            response.files.push(MountedFile {
-                path: object.output_path,
-                mode: object.mode,
-                contents: content,
-            });
+            );
+            let id = format!("file/{}", object.output_path);
+            response.push(id, version, object.output_path, object.mode, content);
         }
-        if response.versions.is_empty() {
-            // Every object was optional and missing. The driver refuses an empty version list, so say
-            // plainly that nothing is mounted; with no files the driver writes nothing.
-            response.versions.push(ObjectVersion {
-                id: "file/no-objects-present".into(),
-                version: self.versions.version(&[b"file", b"no-objects-present"]),
-            });
-        }
-        response
+        response.finish()
     }
 }
 

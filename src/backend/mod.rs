@@ -6,6 +6,7 @@
 //! ([`BackendFlags`]: one group per backend, behind its cargo feature, plus [`FetchFlags`] they share);
 //! `serve` calls it, and so will every other mode that fetches.
 
+pub mod fetch;
 pub mod file;
 pub mod file_root;
 pub mod objects;

@@ -2,25 +2,24 @@
 //!
 //! Parameters ([`params`]) accept the official Vault and OpenBao providers' names. One mount: check the
 //! parameters and objects, check that the pod presented its own token ([`crate::pod_token`]), log in as
-//! the pod ([`auth`], one login per identity), make each distinct (path, method, arguments) request once,
-//! concurrently (bounded), through the shared value cache ([`crate::cache`]; reads only), then cut each
-//! object's value out of its answer ([`crate::transform`]). Versions: KV v2's version number where the
-//! answer has one, otherwise the keyed HMAC of the object's configuration and content.
+//! the pod ([`auth`], one login per identity), then hand the objects to the shared fetch pipeline
+//! ([`super::fetch`]): each distinct (path, method, arguments) request once, concurrently, through the
+//! identity-keyed value cache (reads only), each object's key cut out of its answer. Versions: KV v2's
+//! version number where the answer has one, otherwise the keyed HMAC of the object's configuration and
+//! content.
 //!
-//! An answer carrying a lease (a dynamic secret) belongs to the one mount that asked for it: it is never
-//! kept, and a mount that joined another's identical read in flight and got a leased answer asks again
-//! for its own.
+//! An answer carrying a lease (a dynamic secret) is marked not shareable: it belongs to the one mount
+//! that asked for it.
 
 pub mod auth;
 pub mod client;
 pub mod params;
 
-use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::Value;
+use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use self::auth::{Identity, TokenCache};
@@ -28,17 +27,17 @@ use self::client::{HttpLimits, VaultCall, VaultHttp};
 use self::params::{
     AllowedAddresses, SecretRequest, TlsParams, VaultDefaults, VaultObject, VaultParams,
 };
+use super::fetch::{Answer, FetchPipeline, PipelineSettings, PlannedObject, Source};
 use super::objects::ObjectListCache;
 use super::{Backend, BoxFuture, BuildError, FetchFlags, SharedParts};
-use crate::cache::{Loaded, ValueCache};
+use crate::cache::Loaded;
 use crate::error::{ErrorKind, MountError, MountResult};
 use crate::file_mode::FileMode;
 use crate::pod_token::{self, Caller, LoginScope};
 use crate::request::MountRequest;
-use crate::response::{MountResponse, MountedFile, ObjectVersion, check_output_path};
+use crate::response::MountResponse;
 use crate::telemetry::metrics::Metrics;
 use crate::tls_files::{TlsFile, TlsFilesDir};
-use crate::transform;
 use crate::version_hmac::VersionKey;
 
 /// The value of `backend` that picks this backend (also its metric label).
@@ -192,38 +191,49 @@ pub struct VaultData {
     json: Value,
 }
 
-/// What every request of one mount shares: where, as whom, and until when.
-struct Call<'a> {
-    params: &'a VaultParams,
-    identity: &'a Identity,
-    /// The pod's token, checked to be the identity's own.
-    jwt: &'a str,
-    deadline: tokio::time::Instant,
+impl Answer for VaultData {
+    fn whole(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// KV v2's `data.data`, otherwise `data`.
+    fn keyed(&self) -> Option<&Value> {
+        kv2_data(&self.json)
+            .map(|(data, _)| data)
+            .or_else(|| self.json.get("data"))
+    }
+
+    /// KV v2's `data.metadata.version`.
+    fn version(&self) -> Option<String> {
+        kv2_data(&self.json).and_then(|(_, version)| version.map(|v| v.to_string()))
+    }
+
+    /// The raw answer and its parsed copy beside it.
+    fn size(&self) -> usize {
+        self.raw.len() * 3
+    }
 }
 
-/// The value cache key: who read what.
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct ReadKey {
+/// What every request of one mount shares: where, and as whom.
+pub struct VaultMount {
+    params: VaultParams,
     identity: Identity,
-    request: SecretRequest,
+    /// The pod's token, checked to be the identity's own.
+    jwt: Zeroizing<String>,
+}
+
+/// Vault as the fetch pipeline calls it: HTTP and the logins of each identity.
+pub struct VaultSource {
+    http: VaultHttp,
+    tokens: TokenCache,
 }
 
 /// Reads secrets from Vault or OpenBao.
 pub struct VaultBackend {
     settings: VaultSettings,
-    metrics: Arc<Metrics>,
-    http: VaultHttp,
-    tokens: TokenCache,
-    values: ValueCache<ReadKey, VaultData>,
+    source: VaultSource,
+    pipeline: FetchPipeline<VaultSource>,
     objects: ObjectListCache<VaultObject>,
-    versions: Arc<VersionKey>,
-}
-
-/// One object, checked.
-struct PlannedObject {
-    object: VaultObject,
-    request: SecretRequest,
-    mode: u32,
 }
 
 impl VaultBackend {
@@ -243,44 +253,46 @@ impl VaultBackend {
     }
 
     pub fn new(settings: VaultSettings, versions: Arc<VersionKey>, metrics: Arc<Metrics>) -> Self {
-        Self {
-            http: VaultHttp::new(
-                settings.limits,
-                settings.defaults.tls_files_dir.clone(),
-                metrics.clone(),
-            ),
-            metrics,
-            tokens: TokenCache::new(settings.token_cache_size),
-            values: ValueCache::new(settings.cache_ttl, VALUE_CACHE_BYTES, |data| {
-                data.raw.len() * 3
-            }),
-            objects: ObjectListCache::new(settings.max_objects),
+        let pipeline = FetchPipeline::new(
+            PipelineSettings {
+                concurrency: settings.concurrency,
+                cache_ttl: settings.cache_ttl,
+                cache_bytes: VALUE_CACHE_BYTES,
+            },
             versions,
+            metrics.clone(),
+        );
+        Self {
+            source: VaultSource {
+                http: VaultHttp::new(
+                    settings.limits,
+                    settings.defaults.tls_files_dir.clone(),
+                    metrics,
+                ),
+                tokens: TokenCache::new(settings.token_cache_size),
+            },
+            pipeline,
+            objects: ObjectListCache::new(settings.max_objects),
             settings,
         }
     }
 
-    fn plan(&self, request: &MountRequest) -> MountResult<Vec<PlannedObject>> {
+    fn plan(&self, request: &MountRequest) -> MountResult<Vec<PlannedObject<SecretRequest>>> {
         let objects = self.objects.parse(request)?;
-        let mut names = BTreeSet::new();
         objects
             .iter()
             .enumerate()
             .map(|(index, object)| {
-                check_output_path(&format!("objects[{index}].objectName"), &object.object_name)?;
-                if !names.insert(object.object_name.as_str()) {
-                    return Err(MountError::invalid(
-                        "DuplicateObjectName",
-                        format!(
-                            "objects[{index}].objectName {:?} is listed twice",
-                            object.object_name
-                        ),
-                    ));
-                }
                 Ok(PlannedObject {
-                    request: SecretRequest::of(index, object)?,
+                    id: object.object_name.clone(),
+                    path: object.object_name.clone(),
+                    path_field: format!("objects[{index}].objectName"),
                     mode: FileMode::or_default(object.file_permission, request.default_mode),
-                    object: object.clone(),
+                    optional: object.optional,
+                    key: object.secret_key.clone(),
+                    encoding: object.encoding,
+                    location: object.secret_path.clone(),
+                    request: SecretRequest::of(index, object)?,
                 })
             })
             .collect()
@@ -292,91 +304,51 @@ impl VaultBackend {
         let caller = Caller::of(request, self.settings.login_scope)?;
         // Checked on every mount, cache or no cache (see crate::pod_token).
         let jwt = pod_token::for_audience(request, &caller, &params.audience)?;
-        let identity = Identity::of(&params, &caller);
-        let call = Call {
-            params: &params,
-            identity: &identity,
-            jwt,
-            deadline: request.deadline(),
+        let call = VaultMount {
+            identity: Identity::of(&params, &caller),
+            jwt: Zeroizing::new(jwt.to_string()),
+            params,
         };
-        let distinct: Vec<SecretRequest> = plan
-            .iter()
-            .map(|p| p.request.clone())
-            .collect::<std::collections::HashSet<_>>()
-            .into_iter()
-            .collect();
-        let answers: Vec<(SecretRequest, MountResult<Arc<Loaded<VaultData>>>)> =
-            futures_util::stream::iter(distinct)
-                .map(|secret| {
-                    let call = &call;
-                    async move {
-                        let answer = self.fetch(call, &secret).await;
-                        (secret, answer)
-                    }
-                })
-                .buffer_unordered(self.settings.concurrency.max(1))
-                .collect()
-                .await;
-        let mut by_request = HashMap::new();
-        for (secret, answer) in answers {
-            by_request.insert(secret, answer?);
-        }
-        let mut response = MountResponse::default();
-        for planned in plan {
-            let Some(data) = by_request.get(&planned.request) else {
-                return Err(MountError::internal(
-                    "VaultBadAnswer",
-                    "a request of this mount got no answer",
-                ));
-            };
-            let (contents, version) = self.object_contents(&planned, &data.value)?;
-            response.versions.push(ObjectVersion {
-                id: planned.object.object_name.clone(),
-                version,
-            });
-            response.files.push(MountedFile {
-                path: planned.object.object_name,
-                mode: planned.mode,
-                contents,
-            });
-        }
-        Ok(response)
+        self.pipeline
+            .run(&self.source, &call, plan, request.deadline())
+            .await
+    }
+}
+
+impl Source for VaultSource {
+    type Request = SecretRequest;
+    type Identity = Identity;
+    type Call = VaultMount;
+    type Answer = VaultData;
+    const NAME: &'static str = BACKEND_NAME;
+
+    fn identity(call: &VaultMount) -> &Identity {
+        &call.identity
     }
 
-    /// One distinct request: reads through the value cache, writes straight to Vault.
-    async fn fetch(
-        &self,
-        call: &Call<'_>,
-        secret: &SecretRequest,
-    ) -> MountResult<Arc<Loaded<VaultData>>> {
-        if !secret.is_read() {
-            return self.request_with_login(call, secret).await.map(Arc::new);
-        }
-        let key = ReadKey {
-            identity: call.identity.clone(),
-            request: secret.clone(),
-        };
-        let (loaded, missed) = self
-            .values
-            .get_or_load(key, self.request_with_login(call, secret))
-            .await?;
-        if self.values.is_on() {
-            self.metrics.record_cache_lookup(BACKEND_NAME, !missed);
-        }
-        if !loaded.cacheable && !missed {
-            // Another mount's leased answer: this mount gets a lease of its own.
-            return self.request_with_login(call, secret).await.map(Arc::new);
-        }
-        Ok(loaded)
+    fn is_read(request: &SecretRequest) -> bool {
+        request.is_read()
     }
 
+    fn fetch<'a>(
+        &'a self,
+        call: &'a VaultMount,
+        request: &'a SecretRequest,
+        deadline: Instant,
+    ) -> BoxFuture<'a, MountResult<Loaded<VaultData>>> {
+        Box::pin(self.request_with_login(call, request, deadline))
+    }
+}
+
+impl VaultSource {
     /// Sends the request with the identity's token; on 403 logs in once more and retries once.
     async fn request_with_login(
         &self,
-        call: &Call<'_>,
+        call: &VaultMount,
         secret: &SecretRequest,
+        deadline: Instant,
     ) -> MountResult<Loaded<VaultData>> {
-        let params = call.params;
+        let params = &call.params;
         let path = match &secret.query {
             Some(query) => format!("{}?{query}", secret.path),
             None => secret.path.clone(),
@@ -385,7 +357,7 @@ impl VaultBackend {
         loop {
             let token = self
                 .tokens
-                .token(&self.http, params, call.identity, call.jwt, call.deadline)
+                .token(&self.http, params, &call.identity, &call.jwt, deadline)
                 .await?;
             let reply = self
                 .http
@@ -396,12 +368,12 @@ impl VaultBackend {
                         path: &path,
                         token: Some(&token.token),
                         body: secret.body.as_deref(),
-                        deadline: call.deadline,
+                        deadline,
                     },
                 )
                 .await?;
             if reply.status.as_u16() == 403 && !retried {
-                self.tokens.invalidate(call.identity, &token).await;
+                self.tokens.invalidate(&call.identity, &token).await;
                 retried = true;
                 continue;
             }
@@ -438,43 +410,6 @@ impl VaultBackend {
                 },
             });
         }
-    }
-
-    /// The file contents and version of one object from its request's answer.
-    fn object_contents(
-        &self,
-        planned: &PlannedObject,
-        data: &VaultData,
-    ) -> MountResult<(Zeroizing<Vec<u8>>, String)> {
-        let object = &planned.object;
-        let kv2 = kv2_data(&data.json);
-        let contents = match &object.secret_key {
-            None => Zeroizing::new(data.raw.to_vec()),
-            Some(key) => {
-                let container =
-                    kv2.map_or_else(|| data.json.get("data").unwrap_or(&Value::Null), |(d, _)| d);
-                let what = format!("the secret at {:?}", object.secret_path);
-                let raw = transform::value_of_key(container, key, &what)?;
-                transform::decode(object.encoding, raw, &format!("key {key:?} of {what}"))?
-            }
-        };
-        let version = match kv2.and_then(|(_, version)| version) {
-            Some(version) => version.to_string(),
-            None => {
-                let mode = planned.mode.to_string();
-                let encoding = format!("{:?}", object.encoding);
-                self.versions.version(&[
-                    b"vault",
-                    object.object_name.as_bytes(),
-                    object.secret_path.as_bytes(),
-                    object.secret_key.as_deref().unwrap_or("").as_bytes(),
-                    encoding.as_bytes(),
-                    mode.as_bytes(),
-                    &contents,
-                ])
-            }
-        };
-        Ok((contents, version))
     }
 }
 

@@ -105,6 +105,9 @@ pub struct VaultObject {
     pub encoding: Encoding,
     #[serde(default)]
     pub file_permission: Option<FileMode>,
+    /// A missing secret or key skips the object instead of failing the mount (this provider's own).
+    #[serde(default)]
+    pub optional: bool,
     /// Accepted for compatibility; ignored as by the official provider.
     #[serde(default)]
     pub object_version: Option<serde::de::IgnoredAny>,
@@ -263,8 +266,10 @@ fn tls_params(request: &MountRequest, defaults: &VaultDefaults) -> MountResult<T
     let tls = TlsParams {
         ca_cert: file("CACertPath", &defaults.tls.ca_cert)?,
         ca_directory: file("CADirectory", &defaults.tls.ca_directory)?,
-        server_name: non_empty(prefixed(request, "TLSServerName")?)
-            .or_else(|| defaults.tls.server_name.clone()),
+        server_name: match prefixed(request, "TLSServerName")? {
+            Some((value, key)) if !value.trim().is_empty() => Some(dns_name(value.trim(), &key)?),
+            _ => defaults.tls.server_name.clone(),
+        },
         client_cert: file("TLSClientCertPath", &defaults.tls.client_cert)?,
         client_key: file("TLSClientKeyPath", &defaults.tls.client_key)?,
         skip_verify,
@@ -275,6 +280,31 @@ fn tls_params(request: &MountRequest, defaults: &VaultDefaults) -> MountResult<T
         ));
     }
     Ok(tls)
+}
+
+/// A TLS server name must be a DNS name. The request is sent to it (resolved to the address's own
+/// host), so an IP literal would send it, with the pod's Vault token, to a host the allow-list never saw.
+fn dns_name(value: &str, key: &str) -> MountResult<String> {
+    let is_label = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    let name = value.trim_end_matches('.');
+    let numeric = name
+        .split('.')
+        .next_back()
+        .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()));
+    if name.len() > 253 || !name.split('.').all(is_label) || numeric {
+        let shown: String = value.chars().take(64).collect();
+        return Err(invalid(format!(
+            "{key} {shown:?} is not a DNS name (IP addresses are not accepted: set vaultAddress instead)"
+        )));
+    }
+    Ok(name.to_ascii_lowercase())
 }
 
 fn parse_bool(value: &str) -> Option<bool> {
@@ -382,6 +412,19 @@ pub struct SecretRequest {
     pub body: Option<String>,
 }
 
+/// Whether a Vault API path stays where it says: no empty, `.` or `..` segments, also not spelled with
+/// percent escapes (`%2e%2e`, which URL parsing turns back into `..`) or backslashes (which it treats as
+/// `/`), so a request never leaves `/v1/`.
+fn is_plain_api_path(path: &str) -> bool {
+    if path.contains('\\') || path.contains("//") {
+        return false;
+    }
+    path.split('/').all(|segment| {
+        let dots = segment.to_ascii_lowercase().replace("%2e", ".");
+        dots != "." && dots != ".."
+    })
+}
+
 /// The methods an object may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HttpMethod {
@@ -401,8 +444,7 @@ impl SecretRequest {
         };
         let path = path.trim_start_matches('/');
         let path = path.strip_prefix("v1/").unwrap_or(path);
-        if path.is_empty() || path.split('/').any(|c| c == ".." || c == ".") || path.contains("//")
-        {
+        if path.is_empty() || !is_plain_api_path(path) {
             return Err(invalid(format!(
                 "{} {:?} is not a Vault API path such as \"secret/data/app\"",
                 field("secretPath"),
@@ -632,6 +674,30 @@ mod tests {
     }
 
     #[test]
+    fn tls_server_names_are_dns_names_never_ip_addresses() {
+        let named = |name: &str| request(&[("roleName", "a"), ("vaultTLSServerName", name)]);
+        let parsed = VaultParams::parse(&named("Vault.Internal."), &defaults()).unwrap();
+        assert_eq!(parsed.tls.server_name.as_deref(), Some("vault.internal"));
+        for name in [
+            "169.254.169.254",
+            "10.0.0.1",
+            "[::1]",
+            "::1",
+            "0x7f.1",
+            "127.1",
+            "a..b",
+            "a/b",
+            "a:8200",
+            "-a.b",
+            "a b",
+        ] {
+            let error = VaultParams::parse(&named(name), &defaults()).unwrap_err();
+            assert_eq!(error.reason, "InvalidParameter", "{name}");
+            assert!(error.message.contains("vaultTLSServerName"), "{name}");
+        }
+    }
+
+    #[test]
     fn vault_and_openbao_spellings() {
         let mut defaults = defaults();
         defaults.allowed = AllowedAddresses::AnyHttp;
@@ -725,6 +791,7 @@ mod tests {
                 .then(|| BTreeMap::from([("common_name".to_string(), serde_json::json!("a"))])),
             encoding: Encoding::Utf8,
             file_permission: None,
+            optional: false,
             object_version: None,
         }
     }
@@ -743,6 +810,10 @@ mod tests {
         assert!(!issue.is_read());
         for (path, method, args) in [
             ("../sys", None, false),
+            ("secret/%2e%2e/%2E%2e/sys/metrics", None, false),
+            ("secret/.%2e/x", None, false),
+            ("secret\\..\\..\\sys", None, false),
+            ("secret/./x", None, false),
             ("", None, false),
             ("a", Some("DELETE"), false),
             ("a", None, true),

@@ -1,0 +1,609 @@
+//! The fetch pipeline every remote backend shares, so a backend supplies only its parameters, who the
+//! caller is ([`Source::identity`]), how to fetch one distinct request ([`Source::fetch`]) and what its
+//! answers hold ([`Answer`]).
+//!
+//! One mount: the backend turns its objects into [`PlannedObject`]s; [`check_plan`] applies the driver's
+//! output-path rule and refuses duplicates; [`FetchPipeline::run`] makes each distinct request once,
+//! concurrently (at most `--backend-concurrency` at a time), reads through the identity-keyed value cache
+//! ([`crate::cache`]; reads only), cuts each object's value out of its answer ([`crate::transform`]: key
+//! extraction, decoding), skips optional objects the backend does not have, and builds the response with
+//! each object's version: the backend's own where the answer has one, otherwise the keyed HMAC of the
+//! object's configuration and content ([`Versions`]).
+//!
+//! An answer the source marks as not shareable (a dynamic secret with a lease) belongs to the one mount
+//! that asked for it: it is never kept, and a mount that joined another's identical read in flight and
+//! got such an answer asks again for its own. Only the objects of one mount share one.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use super::BoxFuture;
+use crate::cache::{Loaded, ValueCache};
+use crate::error::{ErrorKind, MountError, MountResult};
+use crate::response::{MountResponse, MountedFile, ObjectVersion, check_output_path};
+use crate::telemetry::metrics::Metrics;
+use crate::transform::{self, Encoding};
+use crate::version_hmac::VersionKey;
+
+/// What a backend's answer to one request holds, for the objects cut out of it.
+pub trait Answer: Send + Sync + 'static {
+    /// The file of an object that names no key: the whole answer, as the backend sent it.
+    fn whole(&self) -> &[u8];
+    /// The JSON object an object's key is looked up in, when the answer has one.
+    fn keyed(&self) -> Option<&Value>;
+    /// The backend's own version of the answer (e.g. KV v2's version number), when it has one.
+    fn version(&self) -> Option<String>;
+    /// Bytes the answer holds in memory, for the value cache's bound.
+    fn size(&self) -> usize;
+}
+
+/// A backend, as the pipeline calls it.
+pub trait Source: Send + Sync + 'static {
+    /// One distinct request; the objects of a mount that make the same one share its answer.
+    type Request: Clone + Eq + Hash + Send + Sync + 'static;
+    /// Who a request is made as, with everything that changes what the backend answers (address, role,
+    /// the pod's service account …): the value cache's key besides the request.
+    type Identity: Clone + Eq + Hash + Send + Sync + 'static;
+    /// What one mount's requests share: its parameters, identity and the pod's token.
+    type Call: Send + Sync;
+    type Answer: Answer;
+
+    /// The backend's name (the `backend` parameter and metric label).
+    const NAME: &'static str;
+
+    fn identity(call: &Self::Call) -> &Self::Identity;
+
+    /// Whether answers to the request may be kept and shared (reads) or not (writes).
+    fn is_read(request: &Self::Request) -> bool;
+
+    /// Makes one request as the call's identity, within `deadline` (the source budgets its retries by it).
+    /// The answer's `cacheable` is false for what must not be shared (an answer with a lease).
+    fn fetch<'a>(
+        &'a self,
+        call: &'a Self::Call,
+        request: &'a Self::Request,
+        deadline: Instant,
+    ) -> BoxFuture<'a, MountResult<Loaded<Self::Answer>>>;
+}
+
+/// One object of a mount, as its backend planned it.
+#[derive(Debug, Clone)]
+pub struct PlannedObject<R> {
+    /// Its id in the object versions.
+    pub id: String,
+    /// Its file in the volume.
+    pub path: String,
+    /// The parameter `path` came from, for errors (e.g. `objects[2].objectName`).
+    pub path_field: String,
+    pub mode: u32,
+    /// A missing secret or key skips the object instead of failing the mount.
+    pub optional: bool,
+    /// The key of the answer's JSON object the file holds; `None`: the whole answer.
+    pub key: Option<String>,
+    pub encoding: Encoding,
+    /// Where the value lives, as the SecretProviderClass wrote it (for errors and versions).
+    pub location: String,
+    pub request: R,
+}
+
+/// Refuses output paths the driver would refuse and two objects writing one file.
+pub fn check_plan<R>(plan: &[PlannedObject<R>]) -> MountResult<()> {
+    let mut paths = HashSet::with_capacity(plan.len());
+    for object in plan {
+        check_output_path(&object.path_field, &object.path)?;
+        if !paths.insert(object.path.as_str()) {
+            return Err(MountError::invalid(
+                "DuplicateObjectName",
+                format!(
+                    "{} {:?} is listed twice: each object needs its own file",
+                    object.path_field, object.path
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Object versions: the backend's where it has one, otherwise a keyed HMAC (never a plain hash).
+#[derive(Clone)]
+pub struct Versions {
+    key: Arc<VersionKey>,
+    backend: &'static str,
+}
+
+impl Versions {
+    pub fn new(key: Arc<VersionKey>, backend: &'static str) -> Self {
+        Self { key, backend }
+    }
+
+    /// The keyed HMAC of an object's configuration and content.
+    pub fn keyed(&self, configuration: &[&[u8]], contents: &[u8]) -> String {
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(configuration.len() + 2);
+        parts.push(self.backend.as_bytes());
+        parts.extend_from_slice(configuration);
+        parts.push(contents);
+        self.key.version(&parts)
+    }
+
+    /// The one version of a mount whose objects were all optional and missing: the driver refuses an
+    /// empty version list, so it says plainly that nothing is mounted.
+    pub fn nothing_present(&self) -> ObjectVersion {
+        ObjectVersion {
+            id: format!("{}/no-objects-present", self.backend),
+            version: self
+                .key
+                .version(&[self.backend.as_bytes(), b"no-objects-present"]),
+        }
+    }
+}
+
+/// Adds files and versions to a response, and marks one with no objects present.
+pub struct ResponseBuilder {
+    response: MountResponse,
+    versions: Versions,
+}
+
+impl ResponseBuilder {
+    pub fn new(versions: Versions, capacity: usize) -> Self {
+        Self {
+            response: MountResponse {
+                files: Vec::with_capacity(capacity),
+                versions: Vec::with_capacity(capacity),
+            },
+            versions,
+        }
+    }
+
+    pub fn versions(&self) -> &Versions {
+        &self.versions
+    }
+
+    pub fn push(
+        &mut self,
+        id: String,
+        version: String,
+        path: String,
+        mode: u32,
+        contents: Zeroizing<Vec<u8>>,
+    ) {
+        self.response.versions.push(ObjectVersion { id, version });
+        self.response.files.push(MountedFile {
+            path,
+            mode,
+            contents,
+        });
+    }
+
+    pub fn finish(mut self) -> MountResponse {
+        if self.response.versions.is_empty() {
+            self.response.versions.push(self.versions.nothing_present());
+        }
+        self.response
+    }
+}
+
+/// How one mount's objects are fetched: concurrency, the value cache, metrics and versions.
+pub struct FetchPipeline<S: Source> {
+    values: ValueCache<(S::Identity, S::Request), S::Answer>,
+    concurrency: usize,
+    metrics: Arc<Metrics>,
+    versions: Versions,
+}
+
+/// Settings of a [`FetchPipeline`].
+pub struct PipelineSettings {
+    /// Requests of one mount in flight at once.
+    pub concurrency: usize,
+    /// How long read answers are kept (0 = no cache, no coalescing).
+    pub cache_ttl: std::time::Duration,
+    /// Most bytes of answers kept.
+    pub cache_bytes: u64,
+}
+
+impl<S: Source> FetchPipeline<S> {
+    pub fn new(
+        settings: PipelineSettings,
+        versions: Arc<VersionKey>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            values: ValueCache::new(settings.cache_ttl, settings.cache_bytes, S::Answer::size),
+            concurrency: settings.concurrency.max(1),
+            metrics,
+            versions: Versions::new(versions, S::NAME),
+        }
+    }
+
+    /// Fetches every object of the plan (checked with [`check_plan`]) as the call's identity.
+    pub async fn run(
+        &self,
+        source: &S,
+        call: &S::Call,
+        plan: Vec<PlannedObject<S::Request>>,
+        deadline: Instant,
+    ) -> MountResult<MountResponse> {
+        check_plan(&plan)?;
+        let answers = self.fetch_distinct(source, call, &plan, deadline).await?;
+        let mut response = ResponseBuilder::new(self.versions.clone(), plan.len());
+        for object in plan {
+            let answer = match answers.get(&object.request) {
+                Some(Ok(answer)) => answer,
+                Some(Err(error)) if object.optional && is_absent(error) => continue,
+                Some(Err(error)) => return Err(error.clone()),
+                None => {
+                    return Err(MountError::internal(
+                        "BackendBadAnswer",
+                        "a request of this mount got no answer",
+                    ));
+                }
+            };
+            let contents = match contents_of(&object, &answer.value) {
+                Ok(contents) => contents,
+                Err(error) if object.optional && is_absent(&error) => continue,
+                Err(error) => return Err(error),
+            };
+            let version = answer
+                .value
+                .version()
+                .unwrap_or_else(|| self.keyed_version(&object, &contents));
+            response.push(object.id, version, object.path, object.mode, contents);
+        }
+        Ok(response.finish())
+    }
+
+    /// Each distinct request of the plan, once, at most `concurrency` at a time. A request of an
+    /// optional object may fail without failing the mount; any other failure ends it.
+    async fn fetch_distinct(
+        &self,
+        source: &S,
+        call: &S::Call,
+        plan: &[PlannedObject<S::Request>],
+        deadline: Instant,
+    ) -> MountResult<HashMap<S::Request, MountResult<Arc<Loaded<S::Answer>>>>> {
+        let mut required: HashMap<S::Request, bool> = HashMap::with_capacity(plan.len());
+        for object in plan {
+            *required.entry(object.request.clone()).or_default() |= !object.optional;
+        }
+        let mut answers = futures_util::stream::iter(required)
+            .map(|(request, required)| async move {
+                let answer = self.fetch_one(source, call, &request, deadline).await;
+                (request, required, answer)
+            })
+            .buffer_unordered(self.concurrency);
+        let mut by_request = HashMap::with_capacity(plan.len());
+        while let Some((request, required, answer)) = answers.next().await {
+            if let Err(error) = &answer
+                && (required || !is_absent(error))
+            {
+                return Err(error.clone());
+            }
+            by_request.insert(request, answer);
+        }
+        Ok(by_request)
+    }
+
+    /// One distinct request: reads through the value cache, writes straight to the backend.
+    async fn fetch_one(
+        &self,
+        source: &S,
+        call: &S::Call,
+        request: &S::Request,
+        deadline: Instant,
+    ) -> MountResult<Arc<Loaded<S::Answer>>> {
+        if !S::is_read(request) {
+            return source.fetch(call, request, deadline).await.map(Arc::new);
+        }
+        let key = (S::identity(call).clone(), request.clone());
+        let (loaded, missed) = self
+            .values
+            .get_or_load(key, source.fetch(call, request, deadline))
+            .await?;
+        if self.values.is_on() {
+            self.metrics.record_cache_lookup(S::NAME, !missed);
+        }
+        if !loaded.cacheable && !missed {
+            // Another mount's answer that must not be shared: this mount asks for its own.
+            return source.fetch(call, request, deadline).await.map(Arc::new);
+        }
+        Ok(loaded)
+    }
+
+    fn keyed_version(&self, object: &PlannedObject<S::Request>, contents: &[u8]) -> String {
+        let mode = object.mode.to_string();
+        let encoding = format!("{:?}", object.encoding);
+        self.versions.keyed(
+            &[
+                object.id.as_bytes(),
+                object.location.as_bytes(),
+                object.key.as_deref().unwrap_or("").as_bytes(),
+                encoding.as_bytes(),
+                mode.as_bytes(),
+            ],
+            contents,
+        )
+    }
+}
+
+/// Whether an error says the secret or key is not there (what an optional object may be).
+fn is_absent(error: &MountError) -> bool {
+    error.kind == ErrorKind::NotFound
+}
+
+/// An object's file from its request's answer: the whole answer, or one key of it, decoded.
+fn contents_of<R>(
+    object: &PlannedObject<R>,
+    answer: &impl Answer,
+) -> MountResult<Zeroizing<Vec<u8>>> {
+    let Some(key) = &object.key else {
+        return Ok(Zeroizing::new(answer.whole().to_vec()));
+    };
+    let what = format!("the secret at {:?}", object.location);
+    let container = answer.keyed().unwrap_or(&Value::Null);
+    let raw = transform::value_of_key(container, key, &what)?;
+    transform::decode(object.encoding, raw, &format!("key {key:?} of {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A source answering from a table, counting requests.
+    struct Table {
+        answers: HashMap<&'static str, MountResult<(Value, bool)>>,
+        requests: Mutex<Vec<&'static str>>,
+    }
+
+    struct JsonAnswer {
+        raw: Vec<u8>,
+        json: Value,
+    }
+
+    impl Answer for JsonAnswer {
+        fn whole(&self) -> &[u8] {
+            &self.raw
+        }
+        fn keyed(&self) -> Option<&Value> {
+            Some(&self.json)
+        }
+        fn version(&self) -> Option<String> {
+            self.json
+                .get("version")
+                .and_then(Value::as_u64)
+                .map(|v| v.to_string())
+        }
+        fn size(&self) -> usize {
+            self.raw.len()
+        }
+    }
+
+    impl Source for Table {
+        type Request = &'static str;
+        type Identity = &'static str;
+        type Call = &'static str;
+        type Answer = JsonAnswer;
+        const NAME: &'static str = "table";
+
+        fn identity(call: &Self::Call) -> &Self::Identity {
+            call
+        }
+        fn is_read(request: &Self::Request) -> bool {
+            !request.starts_with("write")
+        }
+        fn fetch<'a>(
+            &'a self,
+            _: &'a Self::Call,
+            request: &'a Self::Request,
+            _: Instant,
+        ) -> BoxFuture<'a, MountResult<Loaded<JsonAnswer>>> {
+            Box::pin(async move {
+                self.requests.lock().unwrap().push(request);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let (json, cacheable) = self.answers[request].clone()?;
+                Ok(Loaded {
+                    cacheable,
+                    value: JsonAnswer {
+                        raw: json.to_string().into_bytes(),
+                        json,
+                    },
+                })
+            })
+        }
+    }
+
+    fn table() -> Table {
+        let missing = MountError::not_found("SecretNotFound", "no secret at \"gone\"");
+        Table {
+            answers: HashMap::from([
+                (
+                    "app",
+                    Ok((serde_json::json!({"a": "1", "b": "Mg=="}), true)),
+                ),
+                (
+                    "kv2",
+                    Ok((serde_json::json!({"k": "v", "version": 7}), true)),
+                ),
+                ("lease", Ok((serde_json::json!({"user": "u"}), false))),
+                ("write", Ok((serde_json::json!({"cert": "c"}), false))),
+                ("gone", Err(missing)),
+            ]),
+            requests: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn object(path: &str, request: &'static str, key: Option<&str>) -> PlannedObject<&'static str> {
+        PlannedObject {
+            id: path.into(),
+            path: path.into(),
+            path_field: format!("objects[{path}].objectName"),
+            mode: 0o644,
+            optional: false,
+            key: key.map(String::from),
+            encoding: Encoding::Utf8,
+            location: request.into(),
+            request,
+        }
+    }
+
+    fn pipeline(ttl: u64, concurrency: usize) -> FetchPipeline<Table> {
+        FetchPipeline::new(
+            PipelineSettings {
+                concurrency,
+                cache_ttl: Duration::from_secs(ttl),
+                cache_bytes: 1 << 20,
+            },
+            Arc::new(VersionKey::random().unwrap()),
+            Arc::new(Metrics::default()),
+        )
+    }
+
+    fn contents(response: &MountResponse, path: &str) -> String {
+        let file = response.files.iter().find(|f| f.path == path).unwrap();
+        String::from_utf8(file.contents.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_request_per_distinct_answer_with_keys_decoding_and_versions() {
+        let source = table();
+        let mut b = object("b", "app", Some("b"));
+        b.encoding = Encoding::Base64;
+        let plan = vec![
+            object("a", "app", Some("a")),
+            b,
+            object("whole", "app", None),
+            object("k", "kv2", Some("k")),
+        ];
+        let response = pipeline(0, 8)
+            .run(
+                &source,
+                &"sa-1",
+                plan,
+                Instant::now() + Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        assert_eq!(contents(&response, "a"), "1");
+        assert_eq!(contents(&response, "b"), "2");
+        assert_eq!(contents(&response, "whole"), r#"{"a":"1","b":"Mg=="}"#);
+        let mut requests = source.requests.lock().unwrap().clone();
+        requests.sort();
+        assert_eq!(requests, ["app", "kv2"]);
+        let version = |id: &str| {
+            response
+                .versions
+                .iter()
+                .find(|v| v.id == id)
+                .unwrap()
+                .version
+                .clone()
+        };
+        assert_eq!(version("k"), "7", "the backend's own version");
+        assert_eq!(
+            version("a").len(),
+            43,
+            "a keyed HMAC (base64url of 32 bytes) otherwise"
+        );
+        assert_ne!(version("a"), version("b"));
+    }
+
+    #[tokio::test]
+    async fn optional_objects_are_skipped_only_when_absent() {
+        let source = table();
+        let mut gone = object("gone", "gone", Some("x"));
+        gone.optional = true;
+        let mut no_key = object("no-key", "app", Some("missing"));
+        no_key.optional = true;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let response = pipeline(0, 8)
+            .run(
+                &source,
+                &"sa",
+                vec![object("a", "app", Some("a")), gone.clone(), no_key],
+                deadline,
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.files.len(), 1);
+        let nothing = pipeline(0, 8)
+            .run(&source, &"sa", vec![gone], deadline)
+            .await
+            .unwrap();
+        assert!(nothing.files.is_empty());
+        assert_eq!(nothing.versions[0].id, "table/no-objects-present");
+        let required = pipeline(0, 8)
+            .run(
+                &source,
+                &"sa",
+                vec![object("gone", "gone", Some("x"))],
+                deadline,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(required.reason, "SecretNotFound");
+        let mut bad_encoding = object("a", "app", Some("a"));
+        bad_encoding.optional = true;
+        bad_encoding.encoding = Encoding::Hex;
+        let error = pipeline(0, 8)
+            .run(&source, &"sa", vec![bad_encoding], deadline)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.kind,
+            ErrorKind::InvalidArgument,
+            "only absence is skipped"
+        );
+    }
+
+    #[tokio::test]
+    async fn cache_is_per_identity_and_never_keeps_writes_or_leases() {
+        let source = table();
+        let pipeline = pipeline(60, 8);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for call in ["sa-1", "sa-1", "sa-2"] {
+            let plan = vec![
+                object("a", "app", Some("a")),
+                object("u", "lease", Some("user")),
+                object("c", "write", Some("cert")),
+            ];
+            pipeline.run(&source, &call, plan, deadline).await.unwrap();
+        }
+        let requests = source.requests.lock().unwrap().clone();
+        let count = |r: &str| requests.iter().filter(|x| **x == r).count();
+        assert_eq!(count("app"), 2, "kept per identity");
+        assert_eq!((count("lease"), count("write")), (3, 3));
+        // Concurrent mounts joining one leased read each get their own.
+        let source = table();
+        let plan = || vec![object("u", "lease", Some("user"))];
+        let (a, b) = tokio::join!(
+            pipeline.run(&source, &"sa-1", plan(), deadline),
+            pipeline.run(&source, &"sa-1", plan(), deadline)
+        );
+        a.unwrap();
+        b.unwrap();
+        assert_eq!(source.requests.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn plans_with_bad_or_duplicate_paths_are_refused() {
+        let duplicate = [object("a", "app", None), object("a", "kv2", None)];
+        assert_eq!(
+            check_plan(&duplicate).unwrap_err().reason,
+            "DuplicateObjectName"
+        );
+        let bad = [object("../x", "app", None)];
+        assert!(
+            check_plan(&bad)
+                .unwrap_err()
+                .message
+                .contains("objects[../x].objectName")
+        );
+        assert!(check_plan(&[object("dir/file", "app", None)]).is_ok());
+    }
+}
