@@ -1,7 +1,7 @@
 //! The `openclaw-csi-provider` command: parses arguments and calls into the library.
 
 use clap::Parser;
-use openclaw_csi_provider::cli::{Cli, Command, demo, mount};
+use openclaw_csi_provider::cli::{Cli, Command, check, demo, mount};
 use openclaw_csi_provider::server;
 use openclaw_csi_provider::telemetry::logging::{self, LogFormat};
 
@@ -22,6 +22,13 @@ async fn main() -> anyhow::Result<()> {
             // The demo's own output is the story; provider logs only for warnings.
             logging::init(LogFormat::Text, "warn").map_err(anyhow::Error::msg)?;
             demo::run(args).await?;
+        }
+        Command::Check(args) => {
+            // Findings are the output; provider logs only for warnings.
+            logging::init(LogFormat::Text, "warn").map_err(anyhow::Error::msg)?;
+            if !check::run(&args)? {
+                std::process::exit(1);
+            }
         }
     }
     Ok(())

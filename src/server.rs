@@ -97,9 +97,19 @@ fn version_key(config: &ServeConfig) -> Result<VersionKey, ServeError> {
     }
 }
 
+/// The backends the configuration builds (versions keyed as `serve` keys them).
 fn backends(config: &ServeConfig, metrics: &Arc<Metrics>) -> Result<Backends, ServeError> {
+    build_backends(config, Arc::new(version_key(config)?), metrics)
+}
+
+/// The backends the configuration builds, with the given version key.
+pub fn build_backends(
+    config: &ServeConfig,
+    versions: Arc<VersionKey>,
+    metrics: &Arc<Metrics>,
+) -> Result<Backends, ServeError> {
     let shared = SharedParts {
-        versions: Arc::new(version_key(config)?),
+        versions,
         metrics: metrics.clone(),
         max_objects: config.max_objects,
         max_response_bytes: config.max_response_bytes,

@@ -189,3 +189,85 @@ fn demo_runs_end_to_end() {
         "the demo shows versions, not values"
     );
 }
+
+/// Runs `check` on a SecretProviderClass with these parameters and flags: (exit code, stdout).
+fn check(dir: &Path, parameters: &str, flags: &[&str]) -> (i32, String) {
+    let spc = dir.join("spc.yaml");
+    let text = format!(
+        "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata:\n  name: app\n  \
+         namespace: openclaw\nspec:\n  provider: openclaw\n  parameters:\n{parameters}"
+    );
+    fs::write(&spc, text).unwrap();
+    let out = Command::new(BINARY)
+        .arg("check")
+        .arg("--spc")
+        .arg(&spc)
+        .args(flags)
+        .env_remove("VAULT_ADDR")
+        .output()
+        .expect("run check");
+    (out.status.code().unwrap_or(-1), stdout(&out))
+}
+
+#[test]
+fn check_lints_a_secret_provider_class_as_the_flags_would_take_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().display().to_string();
+    let file_flags = ["--file-root", root.as_str()];
+    let good = "    backend: file\n    objects: |\n      - objectName: OPENAI_API_KEY\n";
+    let (code, out) = check(dir.path(), good, &file_flags);
+    assert_eq!((code, out.starts_with("ok: ")), (0, true), "{out}");
+
+    // The same class on a provider without --file-root.
+    let (code, out) = check(dir.path(), good, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FileBackendDisabled"), "{out}");
+
+    let duplicate = "    backend: file\n    objecs: x\n    objects: |\n      - objectName: A\n        \
+                     path: key\n      - objectName: B\n        path: key\n";
+    let (code, out) = check(dir.path(), duplicate, &file_flags);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per finding: {out}");
+    assert!(
+        lines[0].contains("\"objecs\"") && lines[0].contains("did you mean \"objects\""),
+        "{out}"
+    );
+    assert!(lines[1].contains("DuplicateFilePath"), "{out}");
+
+    let (code, out) = check(dir.path(), "    backend: valt\n", &file_flags);
+    assert_eq!(code, 1);
+    assert!(out.contains("UnknownBackend"), "{out}");
+}
+
+#[cfg(feature = "vault")]
+#[test]
+fn check_reports_what_the_providers_flags_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = "    backend: vault\n    roleName: app\n    vaultAdress: https://vault.example:8200\n    \
+                 vaultSkipTLSVerify: \"true\"\n    objects: |\n      - objectName: k\n        \
+                 secretPath: secret/data/app\n        secretKey: k\n";
+    let (code, out) = check(
+        dir.path(),
+        vault,
+        &["--vault-addr", "https://vault.example:8200"],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("did you mean \"vaultAddress\""), "{out}");
+    assert!(
+        out.contains("InsecureTlsNotAllowed") && out.contains("--allow-insecure-tls"),
+        "{out}"
+    );
+    let allowed = [
+        "--vault-addr",
+        "https://vault.example:8200",
+        "--allow-insecure-tls",
+    ];
+    let fixed = vault.replace("vaultAdress", "vaultAddress");
+    let (code, out) = check(dir.path(), &fixed, &allowed);
+    assert_eq!((code, out.starts_with("ok: ")), (0, true), "{out}");
+    let elsewhere = fixed.replace("vault.example", "other.example");
+    let (code, out) = check(dir.path(), &elsewhere, &allowed);
+    assert_eq!(code, 1);
+    assert!(out.contains("VaultAddressNotAllowed"), "{out}");
+}

@@ -20,6 +20,14 @@ impl Backend for SlowBackend {
         "slow"
     }
 
+    fn parameter_names(&self) -> Vec<String> {
+        vec!["backend".into()]
+    }
+
+    fn check(&self, _request: &MountRequest) -> MountResult<()> {
+        Ok(())
+    }
+
     fn mount<'a>(
         &'a self,
         _request: &'a MountRequest,

@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 use super::fetch::{ResponseBuilder, Versions};
 use super::file_root::{FileRoot, OpenError};
 use super::objects::ObjectListCache;
-use super::{Backend, BoxFuture, BuildError, SharedParts};
+use super::{Backend, BoxFuture, BuildError, COMMON_PARAMETERS, SharedParts};
 use crate::error::{ErrorKind, MountError, MountResult};
 use crate::file_mode::FileMode;
 use crate::request::{MountRequest, is_namespace_name};
@@ -148,13 +148,7 @@ impl Backend for FileBackend {
 
     fn mount<'a>(&'a self, request: &'a MountRequest) -> BoxFuture<'a, MountResult<MountResponse>> {
         Box::pin(async move {
-            let Some(root) = self.root.clone() else {
-                return Err(MountError::new(
-                    ErrorKind::FailedPrecondition,
-                    "FileBackendDisabled",
-                    "the file backend is off on this node: the provider was started without --file-root",
-                ));
-            };
+            let root = self.root()?;
             let plan = self.plan(request)?;
             let namespace = match self.layout {
                 FileLayout::Shared => None,
@@ -173,9 +167,42 @@ impl Backend for FileBackend {
             Ok(self.respond(contents.0, contents.1))
         })
     }
+
+    fn parameter_names(&self) -> Vec<String> {
+        COMMON_PARAMETERS.iter().map(|k| k.to_string()).collect()
+    }
+
+    fn check(&self, request: &MountRequest) -> MountResult<()> {
+        self.root()?;
+        let plan = self.plan(request)?;
+        let mut paths = std::collections::HashSet::new();
+        for (index, object) in plan.iter().enumerate() {
+            if !paths.insert(object.output_path.as_str()) {
+                return Err(MountError::invalid(
+                    "DuplicateFilePath",
+                    format!(
+                        "objects[{index}] writes {:?}, which an earlier object writes too",
+                        object.output_path
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl FileBackend {
+    /// The root, or why there is none.
+    fn root(&self) -> MountResult<Arc<FileRoot>> {
+        self.root.clone().ok_or_else(|| {
+            MountError::new(
+                ErrorKind::FailedPrecondition,
+                "FileBackendDisabled",
+                "the file backend is off on this node: the provider was started without --file-root",
+            )
+        })
+    }
+
     fn respond(
         &self,
         plan: Vec<PlannedObject>,

@@ -152,7 +152,17 @@ pub trait Backend: Send + Sync {
 
     /// Fetches every object the request names, all or nothing (objects marked optional may be skipped).
     fn mount<'a>(&'a self, request: &'a MountRequest) -> BoxFuture<'a, MountResult<MountResponse>>;
+
+    /// Every parameter key the backend reads (the `check` command reports any other).
+    fn parameter_names(&self) -> Vec<String>;
+
+    /// Checks a request as a mount would before it fetches anything — parameters, objects, output paths
+    /// and what the provider's flags refuse — without the pod's identity or any I/O (the `check` command).
+    fn check(&self, request: &MountRequest) -> MountResult<()>;
 }
+
+/// Keys every backend shares or the driver adds.
+pub const COMMON_PARAMETERS: [&str; 3] = ["backend", "objects", "secretProviderClass"];
 
 /// The backends this provider was built and started with.
 #[derive(Clone, Default)]

@@ -1,6 +1,8 @@
-//! The command line: `serve` (the provider), `mount` (a driver emulator and benchmark) and `demo`.
+//! The command line: `serve` (the provider), `mount` (a driver emulator and benchmark), `demo` and
+//! `check` (a SecretProviderClass linter).
 
 pub mod atomic_writer;
+pub mod check;
 pub mod client;
 pub mod demo;
 pub mod mount;
@@ -43,4 +45,6 @@ pub enum Command {
     Mount(mount::MountArgs),
     /// Run the provider with the file backend and mount example OpenClaw keys, all locally.
     Demo(demo::DemoArgs),
+    /// Check a SecretProviderClass offline against this provider and its flags (exit 1 on findings).
+    Check(Box<check::CheckArgs>),
 }

@@ -92,25 +92,26 @@ pub enum MountCliError {
     Write(#[from] std::io::Error),
 }
 
+/// The parts of a SecretProviderClass the driver sends.
 #[derive(Deserialize)]
-struct SecretProviderClass {
+pub(crate) struct SecretProviderClass {
     #[serde(default)]
-    metadata: Metadata,
-    spec: SpcSpec,
+    pub metadata: Metadata,
+    pub spec: SpcSpec,
 }
 
 #[derive(Deserialize, Default)]
-struct Metadata {
+pub(crate) struct Metadata {
     #[serde(default)]
-    name: String,
+    pub name: String,
     #[serde(default)]
-    namespace: Option<String>,
+    pub namespace: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct SpcSpec {
+pub(crate) struct SpcSpec {
     #[serde(default)]
-    parameters: BTreeMap<String, String>,
+    pub parameters: BTreeMap<String, String>,
 }
 
 /// The outcome of one emulated mount.
@@ -204,23 +205,29 @@ fn split_pair<'a>(text: &'a str, flag: &str) -> Result<(&'a str, &'a str), Mount
         .ok_or_else(|| MountCliError::Input(format!("{flag} {text:?} must be KEY=VALUE")))
 }
 
-/// Builds the request the driver would send for this SecretProviderClass and pod.
-pub fn build_request(args: &MountArgs) -> Result<proto::MountRequest, MountCliError> {
-    let text = std::fs::read_to_string(&args.spc)
-        .map_err(|e| MountCliError::Input(format!("cannot read {}: {e}", args.spc.display())))?;
+/// Reads a SecretProviderClass file; one without parameters is refused.
+pub(crate) fn read_spc(path: &std::path::Path) -> Result<SecretProviderClass, MountCliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| MountCliError::Input(format!("cannot read {}: {e}", path.display())))?;
     let spc: SecretProviderClass = serde_saphyr::from_str(&text).map_err(|e| {
         MountCliError::Input(format!(
             "{} is not a SecretProviderClass: {}",
-            args.spc.display(),
+            path.display(),
             e.to_string().lines().next().unwrap_or("")
         ))
     })?;
     if spc.spec.parameters.is_empty() {
         return Err(MountCliError::Input(format!(
             "parameters not set in {}",
-            args.spc.display()
+            path.display()
         )));
     }
+    Ok(spc)
+}
+
+/// Builds the request the driver would send for this SecretProviderClass and pod.
+pub fn build_request(args: &MountArgs) -> Result<proto::MountRequest, MountCliError> {
+    let spc = read_spc(&args.spc)?;
     // A pod mounts SecretProviderClasses of its own namespace.
     let namespace = args
         .namespace

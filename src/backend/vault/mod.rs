@@ -27,7 +27,7 @@ use self::client::{HttpLimits, VaultCall, VaultHttp};
 use self::params::{
     AllowedAddresses, SecretRequest, TlsParams, VaultDefaults, VaultObject, VaultParams,
 };
-use super::fetch::{Answer, FetchPipeline, PipelineSettings, PlannedObject, Source};
+use super::fetch::{Answer, FetchPipeline, PipelineSettings, PlannedObject, Source, check_plan};
 use super::objects::ObjectListCache;
 use super::{Backend, BoxFuture, BuildError, FetchFlags, SharedParts};
 use crate::cache::Loaded;
@@ -478,6 +478,15 @@ impl Backend for VaultBackend {
 
     fn mount<'a>(&'a self, request: &'a MountRequest) -> BoxFuture<'a, MountResult<MountResponse>> {
         Box::pin(self.mount_objects(request))
+    }
+
+    fn parameter_names(&self) -> Vec<String> {
+        params::known_keys()
+    }
+
+    fn check(&self, request: &MountRequest) -> MountResult<()> {
+        VaultParams::parse(request, &self.settings.defaults)?;
+        check_plan(&self.plan(request)?)
     }
 }
 

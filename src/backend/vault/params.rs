@@ -18,8 +18,7 @@ use crate::request::MountRequest;
 use crate::tls_files::{self, TLS_FILES_DIR_FLAG, TlsFile, TlsFilesDir};
 use crate::transform::Encoding;
 
-/// Keys every backend shares or the driver adds.
-const COMMON_KEYS: [&str; 3] = ["backend", "objects", "secretProviderClass"];
+use crate::backend::COMMON_PARAMETERS as COMMON_KEYS;
 /// Keys the official provider ignores (deprecated), accepted and ignored here too.
 const IGNORED_KEYS: [&str; 2] = ["kubernetesServiceAccountPath", "vaultCAPem"];
 /// Settings with a `vault…` and an `openbao…` spelling (the suffix after the prefix).
@@ -148,6 +147,18 @@ pub fn is_known_key(key: &str) -> bool {
                 .or_else(|| key.strip_prefix("openbao"))
                 == Some(suffix)
         })
+}
+
+/// Every key the vault backend reads, in both spellings.
+pub fn known_keys() -> Vec<String> {
+    let fixed = COMMON_KEYS
+        .iter()
+        .chain(&IGNORED_KEYS)
+        .chain(&["roleName", "audience"]);
+    let prefixed = PREFIXED
+        .iter()
+        .flat_map(|suffix| [format!("vault{suffix}"), format!("openbao{suffix}")]);
+    fixed.map(|k| k.to_string()).chain(prefixed).collect()
 }
 
 /// Unknown keys are ignored, as the official provider ignores them; the key (never its value) is logged.
