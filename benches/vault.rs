@@ -209,6 +209,56 @@ async fn latency(bench: &Bench) {
     }
 }
 
+/// For profiling (`OPENCLAW_BENCH_WARM_LOOP=N`): N warm mounts of the three OpenClaw keys (value cache
+/// off), then the client's median against the provider's own mean time per mount (its histogram).
+async fn warm_loop(bench: &Bench, count: usize) {
+    if let Ok(workers) = std::env::var("OPENCLAW_BENCH_PROVIDER_WORKERS") {
+        // SAFETY: set before the provider process is spawned; nothing else reads the environment now.
+        unsafe { std::env::set_var("TOKIO_WORKER_THREADS", workers) };
+    }
+    let provider = start_provider(bench, "0");
+    let client = provider.client().await;
+    let objects = openclaw_objects();
+    let request = bench.request(1, &objects);
+    mount(&client, request.clone()).await;
+    let provider_seconds = || {
+        let (_, metrics) = provider.http_get("/metrics");
+        let value = |name: &str| {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(name) && l.contains("backend=\"vault\""))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (
+            value("openclaw_provider_mount_duration_seconds_sum"),
+            value("openclaw_provider_mount_duration_seconds_count"),
+        )
+    };
+    let (sum_before, count_before) = provider_seconds();
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        mount(&client, request.clone()).await;
+        samples.push(started.elapsed());
+    }
+    let (sum, mounts) = provider_seconds();
+    let token = bench.login(1).await;
+    let path = ["secret/data/openclaw".to_string()];
+    let mut reads = Vec::with_capacity(count);
+    for _ in 0..count {
+        reads.push(bench.baseline_reads(&token, &path).await);
+    }
+    println!(
+        "warm mounts: client median {:.3} ms, provider mean {:.3} ms over {} mounts; raw read median {:.3} ms",
+        median(samples),
+        (sum - sum_before) * 1000.0 / (mounts - count_before).max(1.0),
+        mounts - count_before,
+        median(reads)
+    );
+}
+
 /// (b): OpenBao requests for repeated and concurrent mounts by one identity.
 async fn requests(bench: &Bench) {
     println!("| scenario | value cache | mounts | logins | reads of secret/data/openclaw |");
@@ -274,6 +324,13 @@ fn main() {
             "machine: {} cores; OpenBao on loopback; {ITERATIONS} iterations, medians\n",
             std::thread::available_parallelism().map_or(0, |n| n.get()),
         );
+        if let Some(count) = std::env::var("OPENCLAW_BENCH_WARM_LOOP")
+            .ok()
+            .and_then(|n| n.parse().ok())
+        {
+            warm_loop(&bench, count).await;
+            return;
+        }
         latency(&bench).await;
         println!();
         requests(&bench).await;
