@@ -132,7 +132,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(loads.load(Ordering::SeqCst), 2);
-        let failing = async { Err::<Loaded<u32>, _>(MountError::internal("X", "boom")) };
+        let failing = async {
+            Err::<Loaded<u32>, _>(MountError::internal(
+                crate::error::Reason::BackendBadAnswer,
+                "boom",
+            ))
+        };
         assert!(cache.get_or_load("e", failing).await.is_err());
         cache.get_or_load("e", read(&loads, true)).await.unwrap();
         assert_eq!(loads.load(Ordering::SeqCst), 3);

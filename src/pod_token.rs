@@ -11,7 +11,7 @@
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::error::{ErrorKind, MountError, MountResult};
+use crate::error::{ErrorKind, MountError, MountResult, Reason};
 use crate::request::{MountRequest, is_namespace_name};
 
 /// Whose login a backend token is: the pod's service account (shared by its pods) or the pod itself.
@@ -48,7 +48,7 @@ impl Caller {
         }
         if !is_namespace_name(&pod.namespace) {
             return Err(MountError::invalid(
-                "InvalidPodInfo",
+                Reason::InvalidPodInfo,
                 "the pod namespace the driver sent is not a Kubernetes namespace name",
             ));
         }
@@ -74,7 +74,7 @@ impl Caller {
 fn missing_pod_info(what: &str) -> MountError {
     MountError::new(
         ErrorKind::FailedPrecondition,
-        "MissingPodInfo",
+        Reason::MissingPodInfo,
         format!(
             "the driver sent {what}: the CSIDriver secrets-store.csi.k8s.io needs podInfoOnMount: true"
         ),
@@ -94,7 +94,7 @@ pub fn for_audience<'a>(
     if subject_of(token).as_deref() != Some(caller.subject().as_str()) {
         return Err(MountError::new(
             ErrorKind::PermissionDenied,
-            "ServiceAccountTokenMismatch",
+            Reason::ServiceAccountTokenMismatch,
             format!(
                 "the service-account token for audience {audience:?} is not a token of service account \
                  {}/{} (its subject claim differs or it is not a JWT)",
@@ -109,7 +109,7 @@ fn missing_token(request: &MountRequest, audience: &str) -> MountError {
     let present: Vec<&str> = request.tokens.audiences().collect();
     MountError::new(
         ErrorKind::FailedPrecondition,
-        "MissingServiceAccountToken",
+        Reason::MissingServiceAccountToken,
         format!(
             "the driver sent no service-account token for audience {audience:?}: add \
              `tokenRequests: [{{audience: {audience}}}]` to the CSIDriver secrets-store.csi.k8s.io \
@@ -175,7 +175,7 @@ mod tests {
         assert!(for_audience(&own, &identity, "vault").is_ok());
         assert_eq!(
             for_audience(&own, &identity, "aws").unwrap_err().reason,
-            "MissingServiceAccountToken"
+            Reason::MissingServiceAccountToken
         );
         for token in [
             jwt(r#"{"sub":"system:serviceaccount:apps:admin"}"#),
@@ -209,7 +209,7 @@ mod tests {
             Caller::of(&anonymous, LoginScope::ServiceAccount)
                 .unwrap_err()
                 .reason,
-            "MissingPodInfo"
+            Reason::MissingPodInfo
         );
         let mut no_uid = pod;
         no_uid.pod.uid.clear();

@@ -9,7 +9,7 @@ use std::fmt;
 use serde::Deserialize;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::error::{MountError, MountResult};
+use crate::error::{MountError, MountResult, Reason};
 use crate::proto;
 
 /// Attribute keys kubelet sets for the pod (`podInfoOnMount`) and for its tokens (`tokenRequests`).
@@ -193,7 +193,7 @@ fn json_position(error: &serde_json::Error) -> String {
 fn parse_attributes(json: &str) -> MountResult<BTreeMap<String, String>> {
     serde_json::from_str(json).map_err(|e| {
         MountError::invalid(
-            "InvalidAttributes",
+            Reason::InvalidAttributes,
             format!(
                 "attributes must be a JSON object whose values are all strings (error at {})",
                 json_position(&e)
@@ -209,7 +209,7 @@ fn parse_secrets(json: &str) -> MountResult<NodePublishSecrets> {
     }
     let map: BTreeMap<String, Zeroizing<String>> = serde_json::from_str(trimmed).map_err(|e| {
         MountError::invalid(
-            "InvalidSecrets",
+            Reason::InvalidSecrets,
             format!(
                 "secrets must be null or a JSON object whose values are all strings (error at {})",
                 json_position(&e)
@@ -232,7 +232,7 @@ fn parse_tokens(json: &str) -> MountResult<ServiceAccountTokens> {
         .map(ServiceAccountTokens)
         .map_err(|e| {
             MountError::invalid(
-                "InvalidServiceAccountTokens",
+                Reason::InvalidServiceAccountTokens,
                 format!(
                     "{SERVICE_ACCOUNT_TOKENS} must be a JSON object \
                      {{\"<audience>\":{{\"token\":\"…\",\"expirationTimestamp\":\"…\"}}}} (error at {})",
@@ -248,13 +248,13 @@ pub fn parse_permission(text: &str) -> MountResult<u32> {
     let shown: String = trimmed.chars().take(32).collect();
     let mode: u32 = trimmed.parse().map_err(|_| {
         MountError::invalid(
-            "InvalidPermission",
+            Reason::InvalidPermission,
             format!("permission {shown:?} is not a decimal file mode such as \"420\" (0644)"),
         )
     })?;
     if mode > 0o777 {
         return Err(MountError::invalid(
-            "InvalidPermission",
+            Reason::InvalidPermission,
             format!("permission {mode} is over 511 (0777)"),
         ));
     }
@@ -323,11 +323,11 @@ mod tests {
     #[test]
     fn attribute_errors_never_echo_values() {
         let error = MountRequest::from_proto(raw(r#"{"a":{"token":"s3cr3t"}}"#)).unwrap_err();
-        assert_eq!(error.reason, "InvalidAttributes");
+        assert_eq!(error.reason, Reason::InvalidAttributes);
         assert!(!error.message.contains("s3cr3t"));
         let bad_tokens = serde_json::json!({SERVICE_ACCOUNT_TOKENS: r#"{"aud":"s3cr3t"}"#});
         let error = MountRequest::from_proto(raw(&bad_tokens.to_string())).unwrap_err();
-        assert_eq!(error.reason, "InvalidServiceAccountTokens");
+        assert_eq!(error.reason, Reason::InvalidServiceAccountTokens);
         assert!(!error.message.contains("s3cr3t"));
     }
 

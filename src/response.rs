@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use prost::Message;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::error::{MountError, MountResult};
+use crate::error::{MountError, MountResult, Reason};
 use crate::proto;
 
 /// The driver's limit on a whole path.
@@ -96,13 +96,13 @@ impl MountResponse {
             check_output_path("file path", &file.path)?;
             if file.mode > 0o777 {
                 return Err(MountError::invalid(
-                    "InvalidFileMode",
+                    Reason::InvalidFileMode,
                     format!("file {:?} has mode {:o}, over 0777", file.path, file.mode),
                 ));
             }
             if !paths.insert(file.path.as_str()) {
                 return Err(MountError::invalid(
-                    "DuplicateFilePath",
+                    Reason::DuplicateFilePath,
                     format!(
                         "two objects write the file {:?}: give each a distinct path",
                         file.path
@@ -124,7 +124,7 @@ fn reject_file_directory_clash(paths: &BTreeSet<&str>) -> MountResult<()> {
             let parent = &path[..prefix_end];
             if paths.contains(parent) {
                 return Err(MountError::invalid(
-                    "DuplicateFilePath",
+                    Reason::DuplicateFilePath,
                     format!("{parent:?} is a file, so {path:?} cannot be written below it"),
                 ));
             }
@@ -137,7 +137,7 @@ fn reject_file_directory_clash(paths: &BTreeSet<&str>) -> MountResult<()> {
 fn validate_versions(versions: &[ObjectVersion]) -> MountResult<()> {
     if versions.is_empty() {
         return Err(MountError::internal(
-            "MissingObjectVersions",
+            Reason::MissingObjectVersions,
             "the backend returned no object versions (the driver refuses such a response)",
         ));
     }
@@ -145,7 +145,7 @@ fn validate_versions(versions: &[ObjectVersion]) -> MountResult<()> {
     for version in versions {
         if version.id.is_empty() || !ids.insert(version.id.as_str()) {
             return Err(MountError::internal(
-                "InvalidObjectVersions",
+                Reason::InvalidObjectVersions,
                 format!("object version id {:?} is empty or repeated", version.id),
             ));
         }
@@ -162,7 +162,7 @@ pub fn too_large(total: u64, max_bytes: usize, mut sizes: Vec<(&str, u64)>) -> M
         .map(|(name, size)| format!("{name} ({size} bytes)"))
         .collect();
     MountError::exhausted(
-        "ResponseTooLarge",
+        Reason::ResponseTooLarge,
         format!(
             "the mount response would be {total} bytes, over the limit of {max_bytes} bytes \
              (--max-response-bytes; the driver's --max-call-recv-msg-size must be at least as large); \
@@ -174,8 +174,9 @@ pub fn too_large(total: u64, max_bytes: usize, mut sizes: Vec<(&str, u64)>) -> M
 
 /// [`validate_file_path`] as a Mount error naming where the path came from (`objects[2].path`, …).
 pub fn check_output_path(field: &str, path: &str) -> MountResult<()> {
-    validate_file_path(path)
-        .map_err(|why| MountError::invalid("InvalidFilePath", format!("{field} {path:?} {why}")))
+    validate_file_path(path).map_err(|why| {
+        MountError::invalid(Reason::InvalidFilePath, format!("{field} {path:?} {why}"))
+    })
 }
 
 /// The driver's rule for a file path (secrets-store-csi-driver `validateFilePath`), plus no NUL byte.
@@ -261,22 +262,31 @@ mod tests {
             files: vec![file("a", 0o644, b"1"), file("a", 0o644, b"2")],
             versions: vec![version("x")],
         };
-        assert_eq!(dup.validate().unwrap_err().reason, "DuplicateFilePath");
+        assert_eq!(
+            dup.validate().unwrap_err().reason,
+            Reason::DuplicateFilePath
+        );
         let clash = MountResponse {
             files: vec![file("a", 0o644, b"1"), file("a/b", 0o644, b"2")],
             versions: vec![version("x")],
         };
-        assert_eq!(clash.validate().unwrap_err().reason, "DuplicateFilePath");
+        assert_eq!(
+            clash.validate().unwrap_err().reason,
+            Reason::DuplicateFilePath
+        );
         let mode = MountResponse {
             files: vec![file("a", 0o1000, b"1")],
             versions: vec![version("x")],
         };
-        assert_eq!(mode.validate().unwrap_err().reason, "InvalidFileMode");
+        assert_eq!(mode.validate().unwrap_err().reason, Reason::InvalidFileMode);
         let none = MountResponse {
             files: vec![file("a", 0o644, b"1")],
             versions: vec![],
         };
-        assert_eq!(none.validate().unwrap_err().reason, "MissingObjectVersions");
+        assert_eq!(
+            none.validate().unwrap_err().reason,
+            Reason::MissingObjectVersions
+        );
     }
 
     #[test]
@@ -290,7 +300,7 @@ mod tests {
             versions: vec![version("x")],
         };
         let error = response.into_proto(1024).unwrap_err();
-        assert_eq!(error.reason, "ResponseTooLarge");
+        assert_eq!(error.reason, Reason::ResponseTooLarge);
         let big = error.message.find("big (3000 bytes)").unwrap();
         let medium = error.message.find("medium (500 bytes)").unwrap();
         assert!(big < medium, "{}", error.message);

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tonic::{Code, Request, Response, Status};
 
 use crate::backend::Backends;
-use crate::error::{ErrorKind, MountError};
+use crate::error::{ErrorKind, MountError, Reason};
 use crate::proto;
 use crate::proto::csi_driver_provider_server::CsiDriverProvider;
 use crate::request::MountRequest;
@@ -67,7 +67,7 @@ impl ProviderService {
             fetched = fetch => fetched.map_err(|_| {
                 MountError::new(
                     ErrorKind::DeadlineExceeded,
-                    "MountTimeout",
+                    Reason::MountTimeout,
                     format!(
                         "the {} backend did not answer within {:?} (--mount-timeout)",
                         backend.name(),
@@ -78,7 +78,7 @@ impl ProviderService {
             () = aborted => {
                 return Err(MountError::new(
                     ErrorKind::Unavailable,
-                    "ProviderStopping",
+                    Reason::ProviderStopping,
                     "the provider stopped before this mount finished; the driver retries it",
                 ));
             }
@@ -120,7 +120,7 @@ impl CsiDriverProvider for ProviderService {
         };
         let elapsed = started.elapsed();
         let backend = self.backends.label(parsed.as_ref().ok());
-        let code = result.as_ref().map_or_else(|e| e.reason, |_| OK);
+        let code = result.as_ref().map_or_else(|e| e.reason.as_str(), |_| OK);
         self.metrics
             .record_mount(backend, code, elapsed.as_secs_f64());
         log_mount(
@@ -160,7 +160,7 @@ fn log_mount(
             backend,
             objects = 0,
             duration_ms,
-            result = error.reason,
+            result = error.reason.as_str(),
             error = %error.message,
             "mount failed"
         ),
@@ -181,7 +181,7 @@ pub fn to_status(error: MountError) -> Status {
         ErrorKind::Internal => Code::Internal,
     };
     let mut status = Status::new(code, format!("{}: {}", error.reason, error.message));
-    if let Ok(value) = error.reason.parse() {
+    if let Ok(value) = error.reason.as_str().parse() {
         status.metadata_mut().insert(ERROR_CODE_METADATA, value);
     }
     status

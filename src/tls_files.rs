@@ -16,7 +16,7 @@ use rustix::fs::OFlags;
 use zeroize::Zeroizing;
 
 use crate::backend::file_root::{FileRoot, OpenError};
-use crate::error::{ErrorKind, MountError, MountResult};
+use crate::error::{ErrorKind, MountError, MountResult, Reason};
 
 /// Largest TLS file read.
 pub const MAX_TLS_FILE_BYTES: u64 = 1024 * 1024;
@@ -87,7 +87,7 @@ fn not_allowed(file: &TlsFile, dir: Option<&TlsFilesDir>) -> MountError {
     };
     MountError::new(
         ErrorKind::PermissionDenied,
-        "TlsFileNotAllowed",
+        Reason::TlsFileNotAllowed,
         format!("{} {:?}: {why}", file.named_by, file.path),
     )
 }
@@ -107,7 +107,7 @@ pub fn check_allowed(file: &TlsFile, dir: Option<&TlsFilesDir>) -> MountResult<(
 fn unusable(file: &TlsFile, why: impl std::fmt::Display) -> MountError {
     MountError::new(
         ErrorKind::FailedPrecondition,
-        "TlsFileUnusable",
+        Reason::TlsFileUnusable,
         format!("{} {:?} {why}", file.named_by, file.path),
     )
 }

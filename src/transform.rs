@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::error::{MountError, MountResult};
+use crate::error::{MountError, MountResult, Reason};
 
 /// How a value is written to its file. Names match without regard to case, and an empty one means
 /// `utf-8`, as the official Vault provider reads them.
@@ -49,7 +49,7 @@ impl<'de> Deserialize<'de> for Encoding {
 pub fn value_of_key(object: &Value, key: &str, what: &str) -> MountResult<Zeroizing<Vec<u8>>> {
     let Some(value) = object.as_object().and_then(|map| map.get(key)) else {
         return Err(MountError::not_found(
-            "SecretKeyNotFound",
+            Reason::SecretKeyNotFound,
             format!("{what} has no key {key:?}"),
         ));
     };
@@ -67,7 +67,7 @@ pub fn decode(
 ) -> MountResult<Zeroizing<Vec<u8>>> {
     let invalid = |name: &str| {
         MountError::invalid(
-            "InvalidEncoding",
+            Reason::InvalidEncoding,
             format!("{what} is not valid {name} (encoding: {name})"),
         )
     };
@@ -137,7 +137,7 @@ mod tests {
             br#"{"a":[1]}"#
         );
         let missing = value_of_key(&data, "nope", "secret/data/app").unwrap_err();
-        assert_eq!(missing.reason, "SecretKeyNotFound");
+        assert_eq!(missing.reason, Reason::SecretKeyNotFound);
         assert!(
             missing.message.contains("secret/data/app") && missing.message.contains("\"nope\"")
         );

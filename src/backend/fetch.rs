@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 
 use super::BoxFuture;
 use crate::cache::{Loaded, ValueCache};
-use crate::error::{ErrorKind, MountError, MountResult};
+use crate::error::{ErrorKind, MountError, MountResult, Reason};
 use crate::response::{MountResponse, MountedFile, ObjectVersion, check_output_path};
 use crate::telemetry::metrics::Metrics;
 use crate::transform::{self, Encoding};
@@ -99,7 +99,7 @@ pub fn check_plan<R>(plan: &[PlannedObject<R>]) -> MountResult<()> {
         check_output_path(&object.path_field, &object.path)?;
         if !paths.insert(object.path.as_str()) {
             return Err(MountError::invalid(
-                "DuplicateObjectName",
+                Reason::DuplicateObjectName,
                 format!(
                     "{} {:?} is listed twice: each object needs its own file",
                     object.path_field, object.path
@@ -238,7 +238,7 @@ impl<S: Source> FetchPipeline<S> {
                 Some(Err(error)) => return Err(error.clone()),
                 None => {
                     return Err(MountError::internal(
-                        "BackendBadAnswer",
+                        Reason::BackendBadAnswer,
                         "a request of this mount got no answer",
                     ));
                 }
@@ -419,7 +419,7 @@ mod tests {
     }
 
     fn table() -> Table {
-        let missing = MountError::not_found("SecretNotFound", "no secret at \"gone\"");
+        let missing = MountError::not_found(Reason::SecretNotFound, "no secret at \"gone\"");
         Table {
             answers: HashMap::from([
                 (
@@ -546,7 +546,7 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert_eq!(required.reason, "SecretNotFound");
+        assert_eq!(required.reason, Reason::SecretNotFound);
         let mut bad_encoding = object("a", "app", Some("a"));
         bad_encoding.optional = true;
         bad_encoding.encoding = Encoding::Hex;
@@ -595,7 +595,7 @@ mod tests {
         let duplicate = [object("a", "app", None), object("a", "kv2", None)];
         assert_eq!(
             check_plan(&duplicate).unwrap_err().reason,
-            "DuplicateObjectName"
+            Reason::DuplicateObjectName
         );
         let bad = [object("../x", "app", None)];
         assert!(

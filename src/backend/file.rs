@@ -22,7 +22,7 @@ use super::fetch::{ResponseBuilder, Versions};
 use super::file_root::{FileRoot, OpenError};
 use super::objects::ObjectListCache;
 use super::{Backend, BoxFuture, BuildError, COMMON_PARAMETERS, SharedParts};
-use crate::error::{ErrorKind, MountError, MountResult};
+use crate::error::{ErrorKind, MountError, MountResult, Reason};
 use crate::file_mode::FileMode;
 use crate::request::{MountRequest, is_namespace_name};
 use crate::response::{MountResponse, check_output_path, too_large};
@@ -163,7 +163,9 @@ impl Backend for FileBackend {
                 read_objects(root.as_deref(), &plan, max_bytes).map(|c| (plan, c))
             })
             .await
-            .map_err(|_| MountError::internal("ReadFailed", "the file reader task failed"))??;
+            .map_err(|_| {
+                MountError::internal(Reason::ReadFailed, "the file reader task failed")
+            })??;
             Ok(self.respond(contents.0, contents.1))
         })
     }
@@ -179,7 +181,7 @@ impl Backend for FileBackend {
         for (index, object) in plan.iter().enumerate() {
             if !paths.insert(object.output_path.as_str()) {
                 return Err(MountError::invalid(
-                    "DuplicateFilePath",
+                    Reason::DuplicateFilePath,
                     format!(
                         "objects[{index}] writes {:?}, which an earlier object writes too",
                         object.output_path
@@ -197,7 +199,7 @@ impl FileBackend {
         self.root.clone().ok_or_else(|| {
             MountError::new(
                 ErrorKind::FailedPrecondition,
-                "FileBackendDisabled",
+                Reason::FileBackendDisabled,
                 "the file backend is off on this node: the provider was started without --file-root",
             )
         })
@@ -233,7 +235,7 @@ fn pod_namespace(request: &MountRequest) -> MountResult<&str> {
     if namespace.is_empty() {
         return Err(MountError::new(
             ErrorKind::FailedPrecondition,
-            "MissingPodInfo",
+            Reason::MissingPodInfo,
             "the driver sent no pod namespace, and the file backend serves each namespace its own \
              directory: the CSIDriver secrets-store.csi.k8s.io needs podInfoOnMount: true",
         ));
@@ -241,7 +243,7 @@ fn pod_namespace(request: &MountRequest) -> MountResult<&str> {
     if !is_namespace_name(namespace) {
         let shown: String = namespace.chars().take(64).collect();
         return Err(MountError::invalid(
-            "InvalidPodInfo",
+            Reason::InvalidPodInfo,
             format!("pod namespace {shown:?} is not a Kubernetes namespace name"),
         ));
     }
@@ -254,7 +256,7 @@ fn namespace_root(root: &FileRoot, namespace: &str) -> MountResult<Option<FileRo
         Ok(dir) => Ok(Some(dir)),
         Err(OpenError::NotFound) => Ok(None),
         Err(OpenError::Outside) => Err(MountError::invalid(
-            "InvalidPodInfo",
+            Reason::InvalidPodInfo,
             format!(
                 "the directory of namespace {namespace:?} resolves outside the provider's file root"
             ),
@@ -268,7 +270,7 @@ fn namespace_root(root: &FileRoot, namespace: &str) -> MountResult<Option<FileRo
 fn check_object_name(index: usize, name: &str) -> MountResult<()> {
     let refuse = |why: &str| {
         MountError::invalid(
-            "InvalidObjectName",
+            Reason::InvalidObjectName,
             format!("objects[{index}].objectName {name:?} {why}"),
         )
     };
@@ -333,20 +335,20 @@ fn open_object(
         Ok(found) => Ok(Some(found)),
         Err(OpenError::NotFound) if object.optional => Ok(None),
         Err(OpenError::NotFound) => Err(MountError::not_found(
-            "ObjectNotFound",
+            Reason::ObjectNotFound,
             format!(
                 "object {name:?} does not exist in the directory this pod reads (the provider's --file-root, \
                  then the pod's namespace unless --file-layout is shared); mark it optional: true to skip it"
             ),
         )),
         Err(OpenError::Outside) => Err(MountError::invalid(
-            "InvalidObjectName",
+            Reason::InvalidObjectName,
             format!(
                 "object {name:?} resolves outside the directory this pod reads (through a symlink)"
             ),
         )),
         Err(OpenError::NotRegularFile) => Err(MountError::invalid(
-            "InvalidObjectName",
+            Reason::InvalidObjectName,
             format!("object {name:?} is not a regular file"),
         )),
         Err(OpenError::Io(e)) => Err(io_error(name, &e)),
@@ -373,7 +375,7 @@ fn io_error(name: &str, error: &std::io::Error) -> MountError {
     };
     MountError::new(
         kind,
-        "ReadFailed",
+        Reason::ReadFailed,
         format!(
             "cannot read object {name:?} from the provider's file root: {}",
             error.kind()
@@ -503,24 +505,24 @@ mod tests {
         assert_eq!(mine.files[0].contents.as_slice(), b"team-a");
         for objects in ["- objectName: link\n", "- objectName: ../team-b/key\n"] {
             let error = backend.mount(&as_pod("team-a", objects)).await.unwrap_err();
-            assert_eq!(error.reason, "InvalidObjectName", "{objects}");
+            assert_eq!(error.reason, Reason::InvalidObjectName, "{objects}");
         }
         let error = backend
             .mount(&as_pod("team-c", "- objectName: key\n"))
             .await
             .unwrap_err();
-        assert_eq!(error.reason, "ObjectNotFound");
+        assert_eq!(error.reason, Reason::ObjectNotFound);
         let error = backend
             .mount(&as_pod("", "- objectName: top\n"))
             .await
             .unwrap_err();
-        assert_eq!(error.reason, "MissingPodInfo");
+        assert_eq!(error.reason, Reason::MissingPodInfo);
         for namespace in ["..", "team-a/..", "Team-A", "."] {
             let error = backend
                 .mount(&as_pod(namespace, "- objectName: top\n"))
                 .await
                 .unwrap_err();
-            assert_eq!(error.reason, "InvalidPodInfo", "{namespace}");
+            assert_eq!(error.reason, Reason::InvalidPodInfo, "{namespace}");
         }
     }
 
@@ -555,7 +557,7 @@ mod tests {
         assert!(error.message.contains("big (2000 bytes)"), "{error}");
         let many: String = (0..11).map(|i| format!("- objectName: f{i}\n")).collect();
         let error = mount(&backend, &many).await.unwrap_err();
-        assert_eq!(error.reason, "TooManyObjects");
+        assert_eq!(error.reason, Reason::TooManyObjects);
     }
 
     #[tokio::test]
@@ -573,7 +575,7 @@ mod tests {
         let error = mount(&backend(dir.path()), "- objectName: a\n  colour: red\n")
             .await
             .unwrap_err();
-        assert_eq!(error.reason, "InvalidObjects");
+        assert_eq!(error.reason, Reason::InvalidObjects);
         assert!(error.message.contains("colour"), "{error}");
     }
 }

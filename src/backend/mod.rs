@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{MountError, MountResult};
+use crate::error::{MountError, MountResult, Reason};
 use crate::pod_token::LoginScope;
 use crate::request::{BACKEND_PARAMETER, MountRequest};
 use crate::response::MountResponse;
@@ -197,7 +197,7 @@ impl Backends {
         let valid = || self.names().join(", ");
         let Some(name) = request.backend_name() else {
             return Err(MountError::invalid(
-                "MissingBackend",
+                Reason::MissingBackend,
                 format!(
                     "the SecretProviderClass has no parameter {BACKEND_PARAMETER:?}: set it to one of: {}",
                     valid()
@@ -211,7 +211,7 @@ impl Backends {
             .ok_or_else(|| {
                 let shown: String = name.chars().take(64).collect();
                 MountError::invalid(
-                    "UnknownBackend",
+                    Reason::UnknownBackend,
                     format!("unknown backend {shown:?}: valid backends are: {}", valid()),
                 )
             })

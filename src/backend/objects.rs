@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{MountError, MountResult};
+use crate::error::{MountError, MountResult, Reason};
 use crate::request::MountRequest;
 
 /// The parameter holding the object list.
@@ -76,7 +76,7 @@ fn parse_objects_text<T: DeserializeOwned>(text: &str, max_objects: usize) -> Mo
     let text = text.trim();
     if text.is_empty() {
         return Err(MountError::invalid(
-            "MissingObjects",
+            Reason::MissingObjects,
             "the parameter \"objects\" is missing or empty: list at least one object",
         ));
     }
@@ -96,7 +96,7 @@ fn parse_objects_text<T: DeserializeOwned>(text: &str, max_objects: usize) -> Mo
     };
     if entries.is_empty() {
         return Err(MountError::invalid(
-            "MissingObjects",
+            Reason::MissingObjects,
             "the parameter \"objects\" is an empty list: list at least one object",
         ));
     }
@@ -106,7 +106,7 @@ fn parse_objects_text<T: DeserializeOwned>(text: &str, max_objects: usize) -> Mo
 fn check_count(count: usize, max_objects: usize) -> MountResult<()> {
     if count > max_objects {
         return Err(MountError::invalid(
-            "TooManyObjects",
+            Reason::TooManyObjects,
             format!(
                 "\"objects\" lists {count} entries; one mount may hold at most {max_objects} \
                  (provider flag --max-objects)"
@@ -119,7 +119,7 @@ fn check_count(count: usize, max_objects: usize) -> MountResult<()> {
 fn parse_yaml<T: DeserializeOwned>(text: &str, what: &str) -> MountResult<T> {
     serde_saphyr::from_str(text).map_err(|e| {
         MountError::invalid(
-            "InvalidObjects",
+            Reason::InvalidObjects,
             format!(
                 "{what} is not a valid YAML list of objects: {}",
                 one_line(&e.to_string())
@@ -186,7 +186,7 @@ mod tests {
         let many: String = (0..11).map(|i| format!("- objectName: f{i}\n")).collect();
         assert_eq!(
             cache.parse(&request(&many)).unwrap_err().reason,
-            "TooManyObjects"
+            Reason::TooManyObjects
         );
     }
 }

@@ -1,7 +1,7 @@
 //! Prometheus metrics of the provider: mounts by backend and result code, mount duration, errors by code.
 //!
 //! Label values are bounded: backend names come from the provider's own list (`unknown`/`none`
-//! otherwise), codes from the fixed CamelCase reasons of [`crate::error::MountError`].
+//! otherwise), codes from the fixed set of [`crate::error::Reason`] (plus `OK`).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::client::{VaultCall, VaultHttp};
 use super::params::{HttpMethod, TlsParams, VaultParams};
-use crate::error::{ErrorKind, MountError, MountResult};
+use crate::error::{ErrorKind, MountError, MountResult, Reason};
 use crate::pod_token::Caller;
 
 /// How long a token without a TTL (a non-expiring token) is reused before logging in again.
@@ -182,7 +182,7 @@ impl TokenCache {
             };
             return Err(MountError::new(
                 kind,
-                "VaultLoginFailed",
+                Reason::VaultLoginFailed,
                 format!(
                     "Vault login at {path} as role {:?} for service account {}/{} failed ({}): {}",
                     params.role,
@@ -196,7 +196,7 @@ impl TokenCache {
         let parsed: LoginReply = serde_json::from_slice(&reply.body).map_err(|_| {
             MountError::new(
                 ErrorKind::Unavailable,
-                "VaultBadAnswer",
+                Reason::VaultBadAnswer,
                 format!("Vault's answer to {path} has no auth.client_token"),
             )
         })?;

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::params::{HttpMethod, TlsParams, VaultParams};
-use crate::error::{ErrorKind, MountError, MountResult};
+use crate::error::{ErrorKind, MountError, MountResult, Reason};
 use crate::telemetry::metrics::Metrics;
 use crate::tls_files::{self, TlsFilesDir};
 
@@ -62,7 +62,7 @@ impl VaultReply {
     /// The error for a throttled answer that retries did not get past.
     pub fn throttled_error(&self, address: &str, path: &str) -> MountError {
         MountError::exhausted(
-            "BackendThrottled",
+            Reason::BackendThrottled,
             format!(
                 "Vault at {address} kept refusing {path:?} with {} (throttled) through the provider's retries; \
                  the driver tries the mount again later",
@@ -162,7 +162,7 @@ impl VaultHttp {
             Ok(reply) if reply.status.is_client_error() => "4xx",
             Ok(reply) if reply.status.is_server_error() => "5xx",
             Ok(_) => "other",
-            Err(error) => error.reason,
+            Err(error) => error.reason.as_str(),
         };
         self.metrics
             .record_backend_request(super::BACKEND_NAME, operation, outcome);
@@ -223,7 +223,7 @@ impl VaultHttp {
         let limit = self.limits.max_body;
         let too_large = || {
             MountError::exhausted(
-                "VaultAnswerTooLarge",
+                Reason::VaultAnswerTooLarge,
                 format!(
                     "Vault at {address} answered {path:?} with more than {limit} bytes \
                      (the provider's --max-response-bytes)"
@@ -289,7 +289,7 @@ fn retry_wait(
             && call.repeatable())
         .then(|| backoff(attempt)),
         // Nothing was sent: any request may go again.
-        Err(error) if error.reason == "VaultUnreachable" => Some(backoff(attempt)),
+        Err(error) if error.reason == Reason::VaultUnreachable => Some(backoff(attempt)),
         // A timeout or a lost connection: the request may have been done.
         Err(error)
             if matches!(
@@ -323,7 +323,11 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 fn tls_error(message: String) -> MountError {
-    MountError::new(ErrorKind::FailedPrecondition, "VaultTlsConfig", message)
+    MountError::new(
+        ErrorKind::FailedPrecondition,
+        Reason::VaultTlsConfig,
+        message,
+    )
 }
 
 /// The URL requests go to: the address, with its host replaced by `vaultTLSServerName` when set (the
@@ -389,7 +393,9 @@ async fn build_client(params: &VaultParams, dir: Option<Arc<TlsFilesDir>>) -> Mo
     let tls = params.tls.clone();
     let material = tokio::task::spawn_blocking(move || read_tls_material(&tls, dir.as_deref()))
         .await
-        .map_err(|_| MountError::internal("VaultTlsConfig", "the TLS file reader task failed"))??;
+        .map_err(|_| {
+            MountError::internal(Reason::VaultTlsConfig, "the TLS file reader task failed")
+        })??;
     let mut builder = builder;
     for (path, pem) in &material.roots {
         match parse_certificates(pem, path) {
@@ -448,7 +454,7 @@ async fn address_of(address: &str) -> MountResult<Vec<std::net::SocketAddr>> {
         .map_err(|e| {
             MountError::new(
                 ErrorKind::Unavailable,
-                "VaultUnreachable",
+                Reason::VaultUnreachable,
                 format!("cannot resolve {host}: {}", e.kind()),
             )
         })?
@@ -482,7 +488,7 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 fn timeout_error(address: &str, timeout: Duration) -> MountError {
     MountError::new(
         ErrorKind::DeadlineExceeded,
-        "VaultTimeout",
+        Reason::VaultTimeout,
         format!(
             "Vault at {address} did not answer within {timeout:?} (--backend-timeout) or before the \
              mount's deadline (--mount-timeout)"
@@ -500,7 +506,7 @@ fn transport_error(address: &str, error: &reqwest::Error, timeout: Duration) -> 
         // Configuration (a CA, a server name): retrying the mount cannot help.
         return MountError::new(
             ErrorKind::FailedPrecondition,
-            "VaultTlsFailed",
+            Reason::VaultTlsFailed,
             format!("TLS with Vault at {address} failed: {causes}"),
         );
     }
@@ -508,13 +514,13 @@ fn transport_error(address: &str, error: &reqwest::Error, timeout: Duration) -> 
         // Nothing was sent.
         return MountError::new(
             ErrorKind::Unavailable,
-            "VaultUnreachable",
+            Reason::VaultUnreachable,
             format!("cannot reach Vault at {address}: {causes}"),
         );
     }
     MountError::new(
         ErrorKind::Unavailable,
-        "VaultConnectionFailed",
+        Reason::VaultConnectionFailed,
         format!("the connection to Vault at {address} failed: {causes}"),
     )
 }

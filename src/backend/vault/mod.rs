@@ -31,7 +31,7 @@ use super::fetch::{Answer, FetchPipeline, PipelineSettings, PlannedObject, Sourc
 use super::objects::ObjectListCache;
 use super::{Backend, BoxFuture, BuildError, FetchFlags, SharedParts};
 use crate::cache::Loaded;
-use crate::error::{ErrorKind, MountError, MountResult};
+use crate::error::{ErrorKind, MountError, MountResult, Reason};
 use crate::file_mode::FileMode;
 use crate::pod_token::{self, Caller, LoginScope};
 use crate::request::MountRequest;
@@ -391,7 +391,7 @@ impl VaultSource {
             let json: Value = serde_json::from_slice(&reply.body).map_err(|_| {
                 MountError::new(
                     ErrorKind::Unavailable,
-                    "VaultBadAnswer",
+                    Reason::VaultBadAnswer,
                     format!(
                         "the answer of Vault at {} for {:?} is not JSON",
                         params.address, secret.path
@@ -436,19 +436,19 @@ fn status_error(
     match status {
         403 => MountError::new(
             ErrorKind::PermissionDenied,
-            "VaultPermissionDenied",
+            Reason::VaultPermissionDenied,
             format!(
                 "Vault denied role {:?} access to {path:?} (403){detail}",
                 params.role
             ),
         ),
         404 => MountError::not_found(
-            "SecretNotFound",
+            Reason::SecretNotFound,
             format!("Vault has no secret at {path:?} (404){detail}"),
         ),
         300..=399 => MountError::new(
             ErrorKind::FailedPrecondition,
-            "VaultRedirect",
+            Reason::VaultRedirect,
             format!(
                 "Vault at {} answered {path:?} with a redirect ({status}); the provider follows no \
                  redirects: point the address at the active node or a load balancer",
@@ -456,16 +456,16 @@ fn status_error(
             ),
         ),
         400 | 405 => MountError::invalid(
-            "VaultBadRequest",
+            Reason::VaultBadRequest,
             format!("Vault refused the request for {path:?} ({status}){detail}"),
         ),
         s if s >= 500 => MountError::new(
             ErrorKind::Unavailable,
-            "VaultUnavailable",
+            Reason::VaultUnavailable,
             format!("Vault answered {status} for {path:?} after retries{detail}"),
         ),
         _ => MountError::internal(
-            "VaultUnexpectedStatus",
+            Reason::VaultUnexpectedStatus,
             format!("Vault answered {status} for {path:?}{detail}"),
         ),
     }
@@ -523,11 +523,15 @@ mod tests {
             body: None,
         };
         let cases = [
-            (403, ErrorKind::PermissionDenied, "VaultPermissionDenied"),
-            (404, ErrorKind::NotFound, "SecretNotFound"),
-            (400, ErrorKind::InvalidArgument, "VaultBadRequest"),
-            (503, ErrorKind::Unavailable, "VaultUnavailable"),
-            (418, ErrorKind::Internal, "VaultUnexpectedStatus"),
+            (
+                403,
+                ErrorKind::PermissionDenied,
+                Reason::VaultPermissionDenied,
+            ),
+            (404, ErrorKind::NotFound, Reason::SecretNotFound),
+            (400, ErrorKind::InvalidArgument, Reason::VaultBadRequest),
+            (503, ErrorKind::Unavailable, Reason::VaultUnavailable),
+            (418, ErrorKind::Internal, Reason::VaultUnexpectedStatus),
         ];
         for (status, kind, reason) in cases {
             let error = status_error(&params, &secret, status, "permission denied");

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::error::{ErrorKind, MountError, MountResult};
+use crate::error::{ErrorKind, MountError, MountResult, Reason};
 use crate::file_mode::FileMode;
 use crate::request::MountRequest;
 use crate::tls_files::{self, TLS_FILES_DIR_FLAG, TlsFile, TlsFilesDir};
@@ -113,7 +113,7 @@ pub struct VaultObject {
 }
 
 fn invalid(message: String) -> MountError {
-    MountError::invalid("InvalidParameter", message)
+    MountError::invalid(Reason::InvalidParameter, message)
 }
 
 /// The value of a setting written either `vault<Suffix>` or `openbao<Suffix>`; both is an error.
@@ -263,7 +263,7 @@ fn tls_params(request: &MountRequest, defaults: &VaultDefaults) -> MountResult<T
             if skip && !defaults.allow_insecure_tls {
                 return Err(MountError::new(
                     ErrorKind::PermissionDenied,
-                    "InsecureTlsNotAllowed",
+                    Reason::InsecureTlsNotAllowed,
                     format!(
                         "{key}: true turns off the verification of Vault's certificate, which this \
                          provider allows only when started with --allow-insecure-tls; set a CA instead \
@@ -392,7 +392,7 @@ fn check_allowed(address: &str, defaults: &VaultDefaults) -> MountResult<()> {
     }
     Err(MountError::new(
         ErrorKind::PermissionDenied,
-        "VaultAddressNotAllowed",
+        Reason::VaultAddressNotAllowed,
         format!(
             "Vault address {address:?} is neither the provider's --vault-addr nor among its \
              --vault-allowed-addresses"
@@ -525,7 +525,7 @@ mod tests {
         }
     }
 
-    fn reason(parameters: &[(&str, &str)], defaults: &VaultDefaults) -> &'static str {
+    fn reason(parameters: &[(&str, &str)], defaults: &VaultDefaults) -> Reason {
         VaultParams::parse(&request(parameters), defaults)
             .unwrap_err()
             .reason
@@ -590,7 +590,7 @@ mod tests {
                 &[("roleName", "a"), ("vaultAddress", "http://127.0.0.1:8201")],
                 &defaults
             ),
-            "VaultAddressNotAllowed",
+            Reason::VaultAddressNotAllowed,
             "another port"
         );
         assert_eq!(
@@ -601,7 +601,7 @@ mod tests {
                 ],
                 &defaults
             ),
-            "VaultAddressNotAllowed",
+            Reason::VaultAddressNotAllowed,
             "another scheme"
         );
         defaults.allowed_addresses = vec!["https://vault.example:8200".into()];
@@ -614,7 +614,7 @@ mod tests {
                 ],
                 &defaults
             ),
-            "VaultAddressNotAllowed"
+            Reason::VaultAddressNotAllowed
         );
         defaults.allowed = AllowedAddresses::AnyHttp;
         assert!(VaultParams::parse(&at("http://anywhere:8200"), &defaults).is_ok());
@@ -626,7 +626,7 @@ mod tests {
                 ],
                 &defaults
             ),
-            "VaultAddressNotAllowed",
+            Reason::VaultAddressNotAllowed,
             "'*' never includes a socket on the node"
         );
         assert_eq!(
@@ -634,7 +634,7 @@ mod tests {
                 &[("roleName", "a"), ("vaultAddress", "http://v:8200/x")],
                 &defaults
             ),
-            "InvalidParameter"
+            Reason::InvalidParameter
         );
     }
 
@@ -655,7 +655,7 @@ mod tests {
                 &[("roleName", "a"), ("vaultCADirectory", "/etc/ssl")],
                 &defaults
             ),
-            "TlsFileNotAllowed"
+            Reason::TlsFileNotAllowed
         );
         let skip = [("roleName", "a"), ("vaultSkipTLSVerify", "true")];
         let error = VaultParams::parse(&request(&skip), &defaults).unwrap_err();
@@ -703,7 +703,7 @@ mod tests {
             "a b",
         ] {
             let error = VaultParams::parse(&named(name), &defaults()).unwrap_err();
-            assert_eq!(error.reason, "InvalidParameter", "{name}");
+            assert_eq!(error.reason, Reason::InvalidParameter, "{name}");
             assert!(error.message.contains("vaultTLSServerName"), "{name}");
         }
     }
@@ -787,7 +787,7 @@ mod tests {
         ];
         for (parameters, named) in cases {
             let error = VaultParams::parse(&request(parameters), &defaults()).unwrap_err();
-            assert_eq!(error.reason, "InvalidParameter");
+            assert_eq!(error.reason, Reason::InvalidParameter);
             assert!(error.message.contains(named), "{named}: {}", error.message);
         }
     }
