@@ -550,3 +550,163 @@ async fn a_warm_cache_answers_no_one_a_cold_one_would_refuse() {
         "no refused mount reached OpenBao"
     );
 }
+
+// ---- retries, optional objects, login scope, agents on the node ----------------------------------
+
+/// The first file of a response, as text.
+fn first_file(response: &openclaw_csi_provider::proto::MountResponse) -> String {
+    String::from_utf8_lossy(&response.files[0].contents).into_owned()
+}
+
+#[tokio::test]
+async fn throttling_is_retried_even_for_writes_and_failed_writes_are_never_repeated() {
+    let hostile = HostileVault::start("3600").await;
+    let issuer = JwtIssuer::generate();
+    let tokens = tokens_for(&issuer, "openclaw");
+    let provider = Provider::start(&["--vault-addr", &hostile.address, "--cache-ttl", "0"]);
+    let write = |path: &str| {
+        format!(
+            "- objectName: cert\n  secretPath: {path}\n  method: PUT\n  secretArgs:\n    \
+             common_name: app.example\n  secretKey: certificate\n"
+        )
+    };
+    let objects = write("pki/issue/throttled-once");
+    let response = mount(
+        &provider,
+        &vault_parameters(&tokens, "openclaw", "p", &objects, &[]),
+    )
+    .await
+    .expect("a throttled write is sent again: Vault did nothing");
+    assert_eq!(first_file(&response), "cert-2");
+    assert_eq!(hostile.requests("pki/issue/throttled-once"), 2);
+
+    let objects = write("pki/issue/fails");
+    let status = mount(
+        &provider,
+        &vault_parameters(&tokens, "openclaw", "p", &objects, &[]),
+    )
+    .await
+    .unwrap_err();
+    assert_refused(&status, Code::Unavailable, "VaultUnavailable");
+    assert_eq!(
+        hostile.requests("pki/issue/fails"),
+        1,
+        "a write that may have been done is never repeated"
+    );
+
+    let objects = object("secret/unavailable-once", "k");
+    let response = mount(
+        &provider,
+        &vault_parameters(&tokens, "openclaw", "p", &objects, &[]),
+    )
+    .await
+    .expect("a 503 with Retry-After is retried");
+    assert_eq!(first_file(&response), "hostile-value");
+    assert_eq!(hostile.requests("secret/unavailable-once"), 2);
+}
+
+#[tokio::test]
+async fn optional_objects_skip_only_what_vault_does_not_have() {
+    let hostile = HostileVault::start("3600").await;
+    let issuer = JwtIssuer::generate();
+    let tokens = tokens_for(&issuer, "openclaw");
+    let provider = Provider::start(&["--vault-addr", &hostile.address]);
+    let objects = "- objectName: present\n  secretPath: secret/app\n  secretKey: k\n\
+                   - objectName: no-secret\n  secretPath: secret/missing\n  secretKey: k\n  optional: true\n\
+                   - objectName: no-key\n  secretPath: secret/app\n  secretKey: nope\n  optional: true\n";
+    let response = mount(
+        &provider,
+        &vault_parameters(&tokens, "openclaw", "p", objects, &[]),
+    )
+    .await
+    .expect("optional objects that are absent are skipped");
+    let paths: Vec<&str> = response.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["present"]);
+
+    let nothing = "- objectName: no-secret\n  secretPath: secret/missing\n  optional: true\n";
+    let response = mount(
+        &provider,
+        &vault_parameters(&tokens, "openclaw", "p", nothing, &[]),
+    )
+    .await
+    .expect("a mount of absent optional objects");
+    assert!(response.files.is_empty());
+    assert_eq!(response.object_version[0].id, "vault/no-objects-present");
+
+    let required = "- objectName: no-secret\n  secretPath: secret/missing\n";
+    let status = mount(
+        &provider,
+        &vault_parameters(&tokens, "openclaw", "p", required, &[]),
+    )
+    .await
+    .unwrap_err();
+    assert_refused(&status, Code::NotFound, "SecretNotFound");
+    // Optional is about absence only: a refused read still fails the mount.
+    let throttled = "- objectName: t\n  secretPath: secret/throttled\n  optional: true\n";
+    let status = mount(
+        &provider,
+        &vault_parameters(&tokens, "openclaw", "p", throttled, &[]),
+    )
+    .await
+    .unwrap_err();
+    assert_refused(&status, Code::ResourceExhausted, "BackendThrottled");
+}
+
+#[tokio::test]
+async fn login_scope_pod_gives_each_pod_its_own_login() {
+    let issuer = JwtIssuer::generate();
+    let tokens = tokens_for(&issuer, "openclaw");
+    let objects = object("secret/app", "k");
+    for (scope, logins) in [("service-account", 1), ("pod", 2)] {
+        let hostile = HostileVault::start("3600").await;
+        let provider = Provider::start(&["--vault-addr", &hostile.address, "--login-scope", scope]);
+        for uid in ["uid-1", "uid-2", "uid-1"] {
+            let parameters = vault_parameters(
+                &tokens,
+                "openclaw",
+                "p",
+                &objects,
+                &[("csi.storage.k8s.io/pod.uid", uid)],
+            );
+            mount(&provider, &parameters).await.expect(scope);
+        }
+        assert_eq!(hostile.requests("auth/jwt/login"), logins, "{scope}");
+    }
+}
+
+#[tokio::test]
+async fn a_vault_agent_on_a_unix_socket_is_used_only_when_the_admin_names_it() {
+    let hostile = HostileVault::start("3600").await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = hostile.listen_unix(&dir.path().join("agent.sock"));
+    let issuer = JwtIssuer::generate();
+    let tokens = tokens_for(&issuer, "openclaw");
+    let objects = object("secret/app", "k");
+    let provider = Provider::start(&["--vault-addr", &agent]);
+    let response = mount(
+        &provider,
+        &vault_parameters(&tokens, "openclaw", "p", &objects, &[]),
+    )
+    .await
+    .expect("the admin's agent socket");
+    assert_eq!(first_file(&response), "hostile-value");
+    assert_eq!(hostile.requests("secret/app"), 1);
+
+    // `*` allows any http(s) address, never a socket on the node.
+    let any = Provider::start(&[
+        "--vault-addr",
+        &hostile.address,
+        "--vault-allowed-addresses",
+        "*",
+    ]);
+    let parameters = vault_parameters(
+        &tokens,
+        "openclaw",
+        "p",
+        &objects,
+        &[("vaultAddress", &agent)],
+    );
+    let status = mount(&any, &parameters).await.unwrap_err();
+    assert_refused(&status, Code::PermissionDenied, "VaultAddressNotAllowed");
+    assert_eq!(hostile.requests("secret/app"), 1, "the socket was not used");
+}

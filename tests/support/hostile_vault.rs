@@ -12,6 +12,10 @@
 //! | `secret/throttled-once` | `429` on the first request, then a KV v1 answer |
 //! | `secret/throttled` | always `429` with `Retry-After: 1` |
 //! | `database/creds/app` | a new dynamic secret each time (`lease_id`, `username` `user-<n>`), after 300 ms |
+//! | `secret/unavailable-once` | `503` with `Retry-After: 0` on the first request, then a KV v1 answer |
+//! | `secret/missing` | `404` |
+//! | `pki/issue/throttled-once` | `429` on the first request, then a certificate `cert-<n>` (any method) |
+//! | `pki/issue/fails` | always `500` |
 //! | anything else | a KV v1 answer `{"data":{"k":"hostile-value"}}` |
 //!
 //! Every request is counted by path, and the marker server counts what reaches it (and whether a
@@ -52,6 +56,7 @@ pub struct HostileVault {
     /// `http://127.0.0.1:<port>`.
     pub address: String,
     seen: Arc<Mutex<Seen>>,
+    state: HostileState,
 }
 
 impl HostileVault {
@@ -69,8 +74,30 @@ impl HostileVault {
             marker_url,
             lease_duration: lease_duration.into(),
         };
-        let address = serve(axum::Router::new().fallback(answer).with_state(state)).await;
-        Self { address, seen }
+        let address = serve(
+            axum::Router::new()
+                .fallback(answer)
+                .with_state(state.clone()),
+        )
+        .await;
+        Self {
+            address,
+            seen,
+            state,
+        }
+    }
+
+    /// Serves the same answers on a Unix socket too (a Vault Agent listener on the node); returns the
+    /// `unix://` address.
+    pub fn listen_unix(&self, path: &std::path::Path) -> String {
+        let listener = tokio::net::UnixListener::bind(path).expect("bind the unix socket");
+        let app = axum::Router::new()
+            .fallback(answer)
+            .with_state(self.state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        format!("unix://{}", path.display())
     }
 
     /// Requests that reached this path (after `/v1/`).
@@ -168,6 +195,25 @@ async fn answer(State(state): State<HostileState>, uri: Uri) -> Response {
         "secret/throttled-once" if count == 1 => json_answer(
             StatusCode::TOO_MANY_REQUESTS,
             r#"{"errors":["slow down"]}"#.into(),
+        ),
+        "secret/unavailable-once" if count == 1 => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "0")],
+            r#"{"errors":["standby"]}"#,
+        )
+            .into_response(),
+        "secret/missing" => json_answer(StatusCode::NOT_FOUND, r#"{"errors":[]}"#.into()),
+        "pki/issue/throttled-once" if count == 1 => json_answer(
+            StatusCode::TOO_MANY_REQUESTS,
+            r#"{"errors":["slow down"]}"#.into(),
+        ),
+        "pki/issue/throttled-once" => json_answer(
+            StatusCode::OK,
+            json!({"data": {"certificate": format!("cert-{count}")}}).to_string(),
+        ),
+        "pki/issue/fails" => json_answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"errors":["internal error"]}"#.into(),
         ),
         "secret/throttled" => (
             StatusCode::TOO_MANY_REQUESTS,
