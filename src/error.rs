@@ -114,6 +114,8 @@ pub enum Reason {
     VaultAnswerTooLarge,
     /// A Vault answer that is not the JSON expected.
     VaultBadAnswer,
+    /// The answers of one mount hold more than the provider allows together.
+    AnswersTooLarge,
     /// The backend kept throttling (429, 503 with Retry-After) through the retries.
     BackendThrottled,
     /// A request of the mount got no answer (an internal inconsistency).
@@ -126,7 +128,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for documentation and tests of the label set.
-    pub const ALL: [Reason; 49] = [
+    pub const ALL: [Reason; 50] = [
         Reason::InvalidAttributes,
         Reason::InvalidSecrets,
         Reason::InvalidServiceAccountTokens,
@@ -172,6 +174,7 @@ impl Reason {
         Reason::VaultUnexpectedStatus,
         Reason::VaultAnswerTooLarge,
         Reason::VaultBadAnswer,
+        Reason::AnswersTooLarge,
         Reason::BackendThrottled,
         Reason::BackendBadAnswer,
         Reason::MountTimeout,
@@ -226,6 +229,7 @@ impl Reason {
             Self::VaultUnexpectedStatus => "VaultUnexpectedStatus",
             Self::VaultAnswerTooLarge => "VaultAnswerTooLarge",
             Self::VaultBadAnswer => "VaultBadAnswer",
+            Self::AnswersTooLarge => "AnswersTooLarge",
             Self::BackendThrottled => "BackendThrottled",
             Self::BackendBadAnswer => "BackendBadAnswer",
             Self::MountTimeout => "MountTimeout",

@@ -710,3 +710,43 @@ async fn a_vault_agent_on_a_unix_socket_is_used_only_when_the_admin_names_it() {
     assert_refused(&status, Code::PermissionDenied, "VaultAddressNotAllowed");
     assert_eq!(hostile.requests("secret/app"), 1, "the socket was not used");
 }
+
+#[tokio::test]
+async fn one_mounts_answers_together_are_bounded_by_the_response_limit() {
+    let hostile = HostileVault::start("3600").await;
+    let issuer = JwtIssuer::generate();
+    let tokens = tokens_for(&issuer, "openclaw");
+    let provider = Provider::start(&[
+        "--vault-addr",
+        &hostile.address,
+        "--max-response-bytes",
+        "1048576",
+        "--cache-ttl",
+        "0",
+    ]);
+    // Each answer is under the limit; eight of them hold about 5.5 MiB.
+    let objects: String = (0..8)
+        .map(|i| format!("- objectName: o{i}\n  secretPath: secret/big/{i}\n  secretKey: k\n"))
+        .collect();
+    let status = mount(
+        &provider,
+        &vault_parameters(&tokens, "openclaw", "p", &objects, &[]),
+    )
+    .await
+    .unwrap_err();
+    assert_refused(&status, Code::ResourceExhausted, "AnswersTooLarge");
+    assert!(status.message().contains("--max-response-bytes"));
+    let one = object("secret/big/0", "k");
+    let response = mount(
+        &provider,
+        &vault_parameters(&tokens, "openclaw", "p", &one, &[]),
+    )
+    .await
+    .expect("one answer under the limit");
+    assert_eq!(
+        response.files[0].contents.len(),
+        support::hostile_vault::BIG_BYTES - 16
+    );
+    let peak = provider.peak_rss_kib();
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+}

@@ -192,6 +192,7 @@ impl ResponseBuilder {
 pub struct FetchPipeline<S: Source> {
     values: ValueCache<(S::Identity, S::Request), S::Answer>,
     concurrency: usize,
+    mount_answer_bytes: usize,
     metrics: Arc<Metrics>,
     versions: Versions,
 }
@@ -204,7 +205,14 @@ pub struct PipelineSettings {
     pub cache_ttl: std::time::Duration,
     /// Most bytes of answers kept.
     pub cache_bytes: u64,
+    /// Most bytes the answers of one mount may hold together (each one is already bounded by the
+    /// source); with the requests in flight, one mount's answers stay within a small multiple of it.
+    pub mount_answer_bytes: usize,
 }
+
+/// What one mount's answers may hold together, as a multiple of `--max-response-bytes`: keys are cut
+/// out of answers, so the answers may be larger than the response, but not without bound.
+pub const ANSWER_BYTES_PER_RESPONSE_BYTE: usize = 2;
 
 impl<S: Source> FetchPipeline<S> {
     pub fn new(
@@ -215,6 +223,7 @@ impl<S: Source> FetchPipeline<S> {
         Self {
             values: ValueCache::new(settings.cache_ttl, settings.cache_bytes, S::Answer::size),
             concurrency: settings.concurrency.max(1),
+            mount_answer_bytes: settings.mount_answer_bytes,
             metrics,
             versions: Versions::new(versions, S::NAME),
         }
@@ -277,11 +286,26 @@ impl<S: Source> FetchPipeline<S> {
             })
             .buffer_unordered(self.concurrency);
         let mut by_request = HashMap::with_capacity(plan.len());
+        let mut held = 0usize;
         while let Some((request, required, answer)) = answers.next().await {
-            if let Err(error) = &answer
-                && (required || !is_absent(error))
-            {
-                return Err(error.clone());
+            match &answer {
+                Err(error) if required || !is_absent(error) => return Err(error.clone()),
+                Err(_) => {}
+                Ok(loaded) => {
+                    held = held.saturating_add(loaded.value.whole().len());
+                    if held > self.mount_answer_bytes {
+                        return Err(MountError::exhausted(
+                            Reason::AnswersTooLarge,
+                            format!(
+                                "the answers to this mount's {} requests hold more than {} bytes \
+                                 together ({ANSWER_BYTES_PER_RESPONSE_BYTE} × the provider's \
+                                 --max-response-bytes): mount fewer or smaller secrets per volume",
+                                plan.len(),
+                                self.mount_answer_bytes
+                            ),
+                        ));
+                    }
+                }
             }
             by_request.insert(request, answer);
         }
@@ -458,6 +482,7 @@ mod tests {
                 concurrency,
                 cache_ttl: Duration::from_secs(ttl),
                 cache_bytes: 1 << 20,
+                mount_answer_bytes: 1 << 20,
             },
             Arc::new(VersionKey::random().unwrap()),
             Arc::new(Metrics::default()),
@@ -588,6 +613,21 @@ mod tests {
         a.unwrap();
         b.unwrap();
         assert_eq!(source.requests.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn one_mounts_answers_are_bounded_together() {
+        let source = table();
+        let mut small = pipeline(0, 8);
+        // The "app" answer is 20 bytes, "kv2" 21.
+        small.mount_answer_bytes = 30;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let one = vec![object("a", "app", Some("a"))];
+        small.run(&source, &"sa", one, deadline).await.unwrap();
+        let two = vec![object("a", "app", Some("a")), object("k", "kv2", Some("k"))];
+        let error = small.run(&source, &"sa", two, deadline).await.unwrap_err();
+        assert_eq!(error.reason, "AnswersTooLarge");
+        assert!(error.message.contains("--max-response-bytes"), "{error}");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! | `database/creds/app` | a new dynamic secret each time (`lease_id`, `username` `user-<n>`), after 300 ms |
 //! | `secret/unavailable-once` | `503` with `Retry-After: 0` on the first request, then a KV v1 answer |
 //! | `secret/missing` | `404` |
+//! | `secret/big/<anything>` | a KV v1 answer of [`BIG_BYTES`] (`k` holds `x`s) |
 //! | `pki/issue/throttled-once` | `429` on the first request, then a certificate `cert-<n>` (any method) |
 //! | `pki/issue/fails` | always `500` |
 //! | anything else | a KV v1 answer `{"data":{"k":"hostile-value"}}` |
@@ -34,6 +35,8 @@ use serde_json::json;
 
 /// The size of the huge answers.
 pub const HUGE_BYTES: usize = 256 * 1024 * 1024;
+/// The size of the `secret/big/…` answers.
+pub const BIG_BYTES: usize = 700 * 1024;
 /// The marker the "internal endpoint" holds.
 pub const MARKER: &str = "INTERNAL-ENDPOINT-MARKER";
 
@@ -202,6 +205,10 @@ async fn answer(State(state): State<HostileState>, uri: Uri) -> Response {
             r#"{"errors":["standby"]}"#,
         )
             .into_response(),
+        p if p.starts_with("secret/big/") => json_answer(
+            StatusCode::OK,
+            format!(r#"{{"data":{{"k":"{}"}}}}"#, "x".repeat(BIG_BYTES - 16)),
+        ),
         "secret/missing" => json_answer(StatusCode::NOT_FOUND, r#"{"errors":[]}"#.into()),
         "pki/issue/throttled-once" if count == 1 => json_answer(
             StatusCode::TOO_MANY_REQUESTS,

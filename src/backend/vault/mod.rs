@@ -27,7 +27,10 @@ use self::client::{HttpLimits, VaultCall, VaultHttp};
 use self::params::{
     AllowedAddresses, SecretRequest, TlsParams, VaultDefaults, VaultObject, VaultParams,
 };
-use super::fetch::{Answer, FetchPipeline, PipelineSettings, PlannedObject, Source, check_plan};
+use super::fetch::{
+    ANSWER_BYTES_PER_RESPONSE_BYTE, Answer, FetchPipeline, PipelineSettings, PlannedObject, Source,
+    check_plan,
+};
 use super::objects::ObjectListCache;
 use super::{Backend, BoxFuture, BuildError, FetchFlags, SharedParts};
 use crate::cache::Loaded;
@@ -258,6 +261,10 @@ impl VaultBackend {
                 concurrency: settings.concurrency,
                 cache_ttl: settings.cache_ttl,
                 cache_bytes: VALUE_CACHE_BYTES,
+                mount_answer_bytes: settings
+                    .limits
+                    .max_body
+                    .saturating_mul(ANSWER_BYTES_PER_RESPONSE_BYTE),
             },
             versions,
             metrics.clone(),
