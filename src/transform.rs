@@ -45,6 +45,30 @@ impl<'de> Deserialize<'de> for Encoding {
     }
 }
 
+/// About how many bytes `text` takes once parsed into a [`serde_json::Value`]: its length plus 64 bytes
+/// for every value in it (a value is 32 bytes, an object entry more). A body of small numbers or keys
+/// takes ten or twenty times its size parsed, so a backend's answer is measured before it is parsed.
+pub fn parsed_json_size(text: &[u8]) -> usize {
+    let (mut values, mut in_string, mut escaped) = (1usize, false, false);
+    for &byte in text {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match byte {
+                b'"' => in_string = true,
+                b',' | b':' | b'[' | b'{' => values += 1,
+                _ => {}
+            }
+        }
+    }
+    text.len().saturating_add(values.saturating_mul(64))
+}
+
 /// The bytes of `key` in a JSON object: strings as they are, any other JSON value serialised as JSON.
 pub fn value_of_key(object: &Value, key: &str, what: &str) -> MountResult<Zeroizing<Vec<u8>>> {
     let Some(value) = object.as_object().and_then(|map| map.get(key)) else {
@@ -112,6 +136,16 @@ fn decode_hex(text: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parsed_sizes_count_values_outside_strings() {
+        assert_eq!(parsed_json_size(b"0"), 1 + 64);
+        assert_eq!(parsed_json_size(b"[0,0,0]"), 7 + 4 * 64);
+        // Separators inside strings (and escaped quotes) are text, not values.
+        assert_eq!(parsed_json_size(br#"{"a":"x,y:[{\"z"}"#), 17 + 3 * 64);
+        let dense = "[0,".repeat(1000);
+        assert!(parsed_json_size(dense.as_bytes()) > 40 * dense.len());
+    }
 
     #[test]
     fn encoding_names_ignore_case_and_empty_is_utf8() {

@@ -736,6 +736,27 @@ async fn one_mounts_answers_together_are_bounded_by_the_response_limit() {
     .unwrap_err();
     assert_refused(&status, Code::ResourceExhausted, "AnswersTooLarge");
     assert!(status.message().contains("--max-response-bytes"));
+    // One answer cut into many files: the files are counted before they are copied.
+    let copies: String = (0..200)
+        .map(|i| format!("- objectName: copy{i}\n  secretPath: secret/big/0\n"))
+        .collect();
+    let status = mount(
+        &provider,
+        &vault_parameters(&tokens, "openclaw", "p", &copies, &[]),
+    )
+    .await
+    .unwrap_err();
+    assert_refused(&status, Code::ResourceExhausted, "ResponseTooLarge");
+    // JSON built to multiply when parsed is measured first.
+    let dense = object("secret/dense", "k");
+    let status = mount(
+        &provider,
+        &vault_parameters(&tokens, "openclaw", "p", &dense, &[]),
+    )
+    .await
+    .unwrap_err();
+    assert_refused(&status, Code::ResourceExhausted, "VaultAnswerTooLarge");
+    assert!(status.message().contains("parsed"), "{}", status.message());
     let one = object("secret/big/0", "k");
     let response = mount(
         &provider,

@@ -192,6 +192,7 @@ impl ResponseBuilder {
 pub struct FetchPipeline<S: Source> {
     values: ValueCache<(S::Identity, S::Request), S::Answer>,
     concurrency: usize,
+    max_response_bytes: usize,
     mount_answer_bytes: usize,
     metrics: Arc<Metrics>,
     versions: Versions,
@@ -205,9 +206,10 @@ pub struct PipelineSettings {
     pub cache_ttl: std::time::Duration,
     /// Most bytes of answers kept.
     pub cache_bytes: u64,
-    /// Most bytes the answers of one mount may hold together (each one is already bounded by the
-    /// source); with the requests in flight, one mount's answers stay within a small multiple of it.
-    pub mount_answer_bytes: usize,
+    /// `--max-response-bytes`: the files of one mount together are at most this, and its answers at
+    /// most [`ANSWER_BYTES_PER_RESPONSE_BYTE`] times this (each one is already bounded by the source), so
+    /// with the requests in flight one mount holds a small multiple of it.
+    pub max_response_bytes: usize,
 }
 
 /// What one mount's answers may hold together, as a multiple of `--max-response-bytes`: keys are cut
@@ -223,7 +225,10 @@ impl<S: Source> FetchPipeline<S> {
         Self {
             values: ValueCache::new(settings.cache_ttl, settings.cache_bytes, S::Answer::size),
             concurrency: settings.concurrency.max(1),
-            mount_answer_bytes: settings.mount_answer_bytes,
+            max_response_bytes: settings.max_response_bytes,
+            mount_answer_bytes: settings
+                .max_response_bytes
+                .saturating_mul(ANSWER_BYTES_PER_RESPONSE_BYTE),
             metrics,
             versions: Versions::new(versions, S::NAME),
         }
@@ -240,6 +245,8 @@ impl<S: Source> FetchPipeline<S> {
         check_plan(&plan)?;
         let answers = self.fetch_distinct(source, call, &plan, deadline).await?;
         let mut response = ResponseBuilder::new(self.versions.clone(), plan.len());
+        // Many objects may cut one large answer: count the files before copying them.
+        let mut file_bytes = 0usize;
         for object in plan {
             let answer = match answers.get(&object.request) {
                 Some(Ok(answer)) => answer,
@@ -252,11 +259,17 @@ impl<S: Source> FetchPipeline<S> {
                     ));
                 }
             };
+            if object.key.is_none() {
+                self.count_file_bytes(&mut file_bytes, answer.value.whole().len())?;
+            }
             let contents = match contents_of(&object, &answer.value) {
                 Ok(contents) => contents,
                 Err(error) if object.optional && is_absent(&error) => continue,
                 Err(error) => return Err(error),
             };
+            if object.key.is_some() {
+                self.count_file_bytes(&mut file_bytes, contents.len())?;
+            }
             let version = answer
                 .value
                 .version()
@@ -336,6 +349,22 @@ impl<S: Source> FetchPipeline<S> {
             return source.fetch(call, request, deadline).await.map(Arc::new);
         }
         Ok(loaded)
+    }
+
+    /// Adds a file's size to the mount's total; past `--max-response-bytes` the mount fails.
+    fn count_file_bytes(&self, total: &mut usize, bytes: usize) -> MountResult<()> {
+        *total = total.saturating_add(bytes);
+        if *total > self.max_response_bytes {
+            return Err(MountError::exhausted(
+                Reason::ResponseTooLarge,
+                format!(
+                    "the files of this mount hold more than {} bytes (the provider's \
+                     --max-response-bytes, at most the driver's --max-call-recv-msg-size)",
+                    self.max_response_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn keyed_version(&self, object: &PlannedObject<S::Request>, contents: &[u8]) -> String {
@@ -482,7 +511,7 @@ mod tests {
                 concurrency,
                 cache_ttl: Duration::from_secs(ttl),
                 cache_bytes: 1 << 20,
-                mount_answer_bytes: 1 << 20,
+                max_response_bytes: 1 << 20,
             },
             Arc::new(VersionKey::random().unwrap()),
             Arc::new(Metrics::default()),
@@ -621,6 +650,7 @@ mod tests {
         let mut small = pipeline(0, 8);
         // The "app" answer is 20 bytes, "kv2" 21.
         small.mount_answer_bytes = 30;
+        small.max_response_bytes = 30;
         let deadline = Instant::now() + Duration::from_secs(5);
         let one = vec![object("a", "app", Some("a"))];
         small.run(&source, &"sa", one, deadline).await.unwrap();
@@ -628,6 +658,12 @@ mod tests {
         let error = small.run(&source, &"sa", two, deadline).await.unwrap_err();
         assert_eq!(error.reason, "AnswersTooLarge");
         assert!(error.message.contains("--max-response-bytes"), "{error}");
+        // One answer cut into many files: the files count, before they are copied.
+        let many: Vec<_> = (0..3)
+            .map(|i| object(&format!("w{i}"), "app", None))
+            .collect();
+        let error = small.run(&source, &"sa", many, deadline).await.unwrap_err();
+        assert_eq!(error.reason, "ResponseTooLarge");
     }
 
     #[test]

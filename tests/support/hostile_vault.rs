@@ -14,6 +14,7 @@
 //! | `database/creds/app` | a new dynamic secret each time (`lease_id`, `username` `user-<n>`), after 300 ms |
 //! | `secret/unavailable-once` | `503` with `Retry-After: 0` on the first request, then a KV v1 answer |
 //! | `secret/missing` | `404` |
+//! | `secret/dense` | a KV v1 answer of [`BIG_BYTES`] whose `k` is an array of zeros (JSON that multiplies when parsed) |
 //! | `secret/big/<anything>` | a KV v1 answer of [`BIG_BYTES`] (`k` holds `x`s) |
 //! | `pki/issue/throttled-once` | `429` on the first request, then a certificate `cert-<n>` (any method) |
 //! | `pki/issue/fails` | always `500` |
@@ -208,6 +209,13 @@ async fn answer(State(state): State<HostileState>, uri: Uri) -> Response {
         p if p.starts_with("secret/big/") => json_answer(
             StatusCode::OK,
             format!(r#"{{"data":{{"k":"{}"}}}}"#, "x".repeat(BIG_BYTES - 16)),
+        ),
+        "secret/dense" => json_answer(
+            StatusCode::OK,
+            format!(
+                r#"{{"data":{{"k":[{}0]}}}}"#,
+                "0,".repeat(BIG_BYTES / 2 - 16)
+            ),
         ),
         "secret/missing" => json_answer(StatusCode::NOT_FOUND, r#"{"errors":[]}"#.into()),
         "pki/issue/throttled-once" if count == 1 => json_answer(

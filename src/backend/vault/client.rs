@@ -429,7 +429,11 @@ async fn build_client(params: &VaultParams, dir: Option<Arc<TlsFilesDir>>) -> Mo
         builder = builder.danger_accept_invalid_certs(true);
     }
     if let Some(name) = &params.tls.server_name {
-        builder = builder.resolve_to_addrs(name, &address_of(&params.address).await?);
+        // The name is pinned to the address's own IPs; a proxy would connect to the name instead
+        // (and its NO_PROXY rules see only the name), so none is used for such a client.
+        builder = builder
+            .no_proxy()
+            .resolve_to_addrs(name, &address_of(&params.address).await?);
     }
     builder.build().map_err(|e| {
         tls_error(format!(

@@ -27,10 +27,7 @@ use self::client::{HttpLimits, VaultCall, VaultHttp};
 use self::params::{
     AllowedAddresses, SecretRequest, TlsParams, VaultDefaults, VaultObject, VaultParams,
 };
-use super::fetch::{
-    ANSWER_BYTES_PER_RESPONSE_BYTE, Answer, FetchPipeline, PipelineSettings, PlannedObject, Source,
-    check_plan,
-};
+use super::fetch::{Answer, FetchPipeline, PipelineSettings, PlannedObject, Source, check_plan};
 use super::objects::ObjectListCache;
 use super::{Backend, BoxFuture, BuildError, FetchFlags, SharedParts};
 use crate::cache::Loaded;
@@ -41,6 +38,7 @@ use crate::request::MountRequest;
 use crate::response::MountResponse;
 use crate::telemetry::metrics::Metrics;
 use crate::tls_files::{TlsFile, TlsFilesDir};
+use crate::transform;
 use crate::version_hmac::VersionKey;
 
 /// The value of `backend` that picks this backend (also its metric label).
@@ -229,7 +227,13 @@ pub struct VaultMount {
 pub struct VaultSource {
     http: VaultHttp,
     tokens: TokenCache,
+    /// Most bytes one answer may take parsed.
+    max_parsed_answer: usize,
 }
+
+/// How much larger than `--max-response-bytes` an answer may grow when parsed: enough for any secret's
+/// JSON, not for a body built to multiply (see [`transform::parsed_json_size`]).
+const PARSED_ANSWER_PER_ANSWER_BYTE: usize = 4;
 
 /// Reads secrets from Vault or OpenBao.
 pub struct VaultBackend {
@@ -261,10 +265,7 @@ impl VaultBackend {
                 concurrency: settings.concurrency,
                 cache_ttl: settings.cache_ttl,
                 cache_bytes: VALUE_CACHE_BYTES,
-                mount_answer_bytes: settings
-                    .limits
-                    .max_body
-                    .saturating_mul(ANSWER_BYTES_PER_RESPONSE_BYTE),
+                max_response_bytes: settings.limits.max_body,
             },
             versions,
             metrics.clone(),
@@ -277,6 +278,10 @@ impl VaultBackend {
                     metrics,
                 ),
                 tokens: TokenCache::new(settings.token_cache_size),
+                max_parsed_answer: settings
+                    .limits
+                    .max_body
+                    .saturating_mul(PARSED_ANSWER_PER_ANSWER_BYTE),
             },
             pipeline,
             objects: ObjectListCache::new(settings.max_objects),
@@ -395,6 +400,16 @@ impl VaultSource {
                     &reply.errors(),
                 ));
             }
+            if transform::parsed_json_size(&reply.body) > self.max_parsed_answer {
+                return Err(MountError::exhausted(
+                    Reason::VaultAnswerTooLarge,
+                    format!(
+                        "the answer of Vault at {} for {:?} would take more than {} bytes once \
+                         parsed ({PARSED_ANSWER_PER_ANSWER_BYTE} × the provider's --max-response-bytes)",
+                        params.address, secret.path, self.max_parsed_answer
+                    ),
+                ));
+            }
             let json: Value = serde_json::from_slice(&reply.body).map_err(|_| {
                 MountError::new(
                     ErrorKind::Unavailable,
@@ -405,10 +420,15 @@ impl VaultSource {
                     ),
                 )
             })?;
+            // A lease (a dynamic secret), a response-wrapping token or a token of its own are each
+            // for one mount only.
             let leased = json
                 .get("lease_id")
                 .and_then(Value::as_str)
-                .is_some_and(|id| !id.is_empty());
+                .is_some_and(|id| !id.is_empty())
+                || ["wrap_info", "auth"]
+                    .iter()
+                    .any(|field| json.get(field).is_some_and(|v| !v.is_null()));
             return Ok(Loaded {
                 cacheable: secret.is_read() && !leased,
                 value: VaultData {

@@ -130,12 +130,6 @@ fn prefixed<'a>(request: &'a MountRequest, suffix: &str) -> MountResult<Option<(
     }
 }
 
-fn non_empty(value: Option<(&str, String)>) -> Option<String> {
-    value
-        .map(|(v, _)| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-}
-
 /// Whether the vault backend reads `key`.
 pub fn is_known_key(key: &str) -> bool {
     COMMON_KEYS.contains(&key)
@@ -213,8 +207,12 @@ impl VaultParams {
         Ok(Self {
             role,
             address,
-            namespace: non_empty(prefixed(request, "Namespace")?)
-                .or_else(|| defaults.namespace.clone()),
+            namespace: match prefixed(request, "Namespace")? {
+                Some((value, key)) if !value.trim().is_empty() => {
+                    Some(vault_namespace(value.trim(), &key)?)
+                }
+                _ => defaults.namespace.clone(),
+            },
             auth_mount: auth_mount(request, defaults)?,
             audience,
             tls: tls_params(request, defaults)?,
@@ -293,6 +291,24 @@ fn tls_params(request: &MountRequest, defaults: &VaultDefaults) -> MountResult<T
     Ok(tls)
 }
 
+/// A Vault namespace (sent as `X-Vault-Namespace`): path segments of letters, digits, `-` and `_`.
+fn vault_namespace(value: &str, key: &str) -> MountResult<String> {
+    let segment_ok = |segment: &str| {
+        !matches!(segment, "" | "." | "..")
+            && segment
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let trimmed = value.trim_matches('/');
+    if trimmed.len() > 1024 || !trimmed.split('/').all(segment_ok) {
+        let shown: String = value.chars().take(64).collect();
+        return Err(invalid(format!(
+            "{key} {shown:?} is not a Vault namespace such as \"team-a\" or \"org/team-a\""
+        )));
+    }
+    Ok(trimmed.to_string())
+}
+
 /// A TLS server name must be a DNS name. The request is sent to it (resolved to the address's own
 /// host), so an IP literal would send it, with the pod's Vault token, to a host the allow-list never saw.
 fn dns_name(value: &str, key: &str) -> MountResult<String> {
@@ -304,18 +320,19 @@ fn dns_name(value: &str, key: &str) -> MountResult<String> {
             && !label.starts_with('-')
             && !label.ends_with('-')
     };
-    let name = value.trim_end_matches('.');
-    let numeric = name
-        .split('.')
-        .next_back()
-        .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()));
-    if name.len() > 253 || !name.split('.').all(is_label) || numeric {
+    let name = value.trim_end_matches('.').to_ascii_lowercase();
+    // The URL parser reads `0x7f000001`, `127.1` or `10.0.0.0x5` as IPv4 addresses: only a name it
+    // keeps as a domain is one.
+    let parsed_as_domain = reqwest::Url::parse(&format!("https://{name}/"))
+        .ok()
+        .is_some_and(|url| url.domain() == Some(name.as_str()));
+    if name.len() > 253 || !name.split('.').all(is_label) || !parsed_as_domain {
         let shown: String = value.chars().take(64).collect();
         return Err(invalid(format!(
             "{key} {shown:?} is not a DNS name (IP addresses are not accepted: set vaultAddress instead)"
         )));
     }
-    Ok(name.to_ascii_lowercase())
+    Ok(name)
 }
 
 fn parse_bool(value: &str) -> Option<bool> {
@@ -401,7 +418,9 @@ fn check_allowed(address: &str, defaults: &VaultDefaults) -> MountResult<()> {
 }
 
 fn check_mount(mount: &str) -> MountResult<()> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/');
     if mount.is_empty()
+        || !mount.chars().all(allowed)
         || mount
             .split('/')
             .any(|c| c.is_empty() || c == "." || c == "..")
@@ -424,16 +443,25 @@ pub struct SecretRequest {
 }
 
 /// Whether a Vault API path stays where it says: no empty, `.` or `..` segments, also not spelled with
-/// percent escapes (`%2e%2e`, which URL parsing turns back into `..`) or backslashes (which it treats as
-/// `/`), so a request never leaves `/v1/`.
+/// percent escapes (`%2e%2e`, which URL parsing turns back into `..`), backslashes (which it treats as
+/// `/`) or control characters (which it drops), so a request never leaves `/v1/`.
 fn is_plain_api_path(path: &str) -> bool {
-    if path.contains('\\') || path.contains("//") {
+    if path.contains(['\\', '#'])
+        || path.contains("//")
+        || path.chars().any(|c| c.is_control() || c == ' ')
+    {
         return false;
     }
-    path.split('/').all(|segment| {
+    let dot_free = path.split('/').all(|segment| {
         let dots = segment.to_ascii_lowercase().replace("%2e", ".");
         dots != "." && dots != ".."
-    })
+    });
+    // Whatever else the URL parser would rewrite (it drops tabs and newlines, folds dot segments),
+    // the path must reach Vault as written.
+    let expected = format!("/v1/{path}");
+    dot_free
+        && reqwest::Url::parse(&format!("http://vault{expected}"))
+            .is_ok_and(|url| url.path() == expected)
 }
 
 /// The methods an object may use.
@@ -455,7 +483,10 @@ impl SecretRequest {
         };
         let path = path.trim_start_matches('/');
         let path = path.strip_prefix("v1/").unwrap_or(path);
-        if path.is_empty() || !is_plain_api_path(path) {
+        let bad_query = query
+            .as_deref()
+            .is_some_and(|q| q.contains('#') || q.chars().any(|c| c.is_control() || c == ' '));
+        if path.is_empty() || !is_plain_api_path(path) || bad_query {
             return Err(invalid(format!(
                 "{} {:?} is not a Vault API path such as \"secret/data/app\"",
                 field("secretPath"),
@@ -696,6 +727,12 @@ mod tests {
             "::1",
             "0x7f.1",
             "127.1",
+            "0x7f000001",
+            "0xa9fea9fe",
+            "10.0.0.0x5",
+            "2130706433",
+            "evil%2Eexample",
+            "exämple.com",
             "a..b",
             "a/b",
             "a:8200",
@@ -757,7 +794,7 @@ mod tests {
 
     #[test]
     fn refuses_conflicting_and_bad_values_by_name() {
-        let cases: [(&[(&str, &str)], &str); 6] = [
+        let cases: [(&[(&str, &str)], &str); 11] = [
             (
                 &[
                     ("roleName", "a"),
@@ -784,6 +821,29 @@ mod tests {
             ),
             (&[("vaultAddress", "http://a")], "roleName"),
             (&[("roleName", "a"), ("vaultAuthMountPath", "../x")], "../x"),
+            (
+                &[
+                    ("roleName", "a"),
+                    ("vaultAuthMountPath", "k/%2e%2e/%2e%2e/agent/v1/quit?"),
+                ],
+                "auth mount path",
+            ),
+            (
+                &[("roleName", "a"), ("vaultAuthMountPath", "k\t/x")],
+                "auth mount path",
+            ),
+            (
+                &[("roleName", "a"), ("vaultNamespace", "team\r\nX-Evil: 1")],
+                "vaultNamespace",
+            ),
+            (
+                &[("roleName", "a"), ("vaultNamespace", "org/../root")],
+                "vaultNamespace",
+            ),
+            (
+                &[("roleName", "a"), ("vaultNamespace", "a b")],
+                "vaultNamespace",
+            ),
         ];
         for (parameters, named) in cases {
             let error = VaultParams::parse(&request(parameters), &defaults()).unwrap_err();
@@ -825,6 +885,13 @@ mod tests {
             ("secret/.%2e/x", None, false),
             ("secret\\..\\..\\sys", None, false),
             ("secret/./x", None, false),
+            ("x/.\t./.\t./agent/v1/quit", Some("POST"), false),
+            ("x/.\n./sys", None, false),
+            ("x/%2\te%2e/sys", None, false),
+            ("secret/a b", None, false),
+            ("secret/a#frag", None, false),
+            ("secret/a?x=1#frag", None, false),
+            ("secret/a?x=\r\ny", None, false),
             ("", None, false),
             ("a", Some("DELETE"), false),
             ("a", None, true),
