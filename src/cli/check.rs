@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::cli::mount::read_spc;
+use crate::cli::mount::spc_attributes;
 use crate::proto;
 use crate::request::{MountRequest, POD_NAME, POD_NAMESPACE, POD_UID, SERVICE_ACCOUNT_NAME};
 use crate::server::{self, ServeConfig};
@@ -52,14 +52,7 @@ pub fn run(args: &CheckArgs) -> Result<bool, CheckError> {
 
 /// What the provider would refuse or ignore in the file.
 pub fn findings(args: &CheckArgs) -> Result<Vec<String>, CheckError> {
-    let spc = read_spc(&args.spc)?;
-    let namespace = args
-        .namespace
-        .clone()
-        .or(spc.metadata.namespace)
-        .unwrap_or_else(|| "default".into());
-    let mut attributes = spc.spec.parameters;
-    attributes.insert("secretProviderClass".into(), spc.metadata.name);
+    let (mut attributes, namespace) = spc_attributes(&args.spc, args.namespace.as_deref())?;
     attributes.insert(POD_NAME.into(), "check".into());
     attributes.insert(POD_NAMESPACE.into(), namespace);
     attributes.insert(

@@ -94,24 +94,24 @@ pub enum MountCliError {
 
 /// The parts of a SecretProviderClass the driver sends.
 #[derive(Deserialize)]
-pub(crate) struct SecretProviderClass {
+struct SecretProviderClass {
     #[serde(default)]
-    pub metadata: Metadata,
-    pub spec: SpcSpec,
+    metadata: Metadata,
+    spec: SpcSpec,
 }
 
 #[derive(Deserialize, Default)]
-pub(crate) struct Metadata {
+struct Metadata {
     #[serde(default)]
-    pub name: String,
+    name: String,
     #[serde(default)]
-    pub namespace: Option<String>,
+    namespace: Option<String>,
 }
 
 #[derive(Deserialize)]
-pub(crate) struct SpcSpec {
+struct SpcSpec {
     #[serde(default)]
-    pub parameters: BTreeMap<String, String>,
+    parameters: BTreeMap<String, String>,
 }
 
 /// The outcome of one emulated mount.
@@ -206,7 +206,7 @@ fn split_pair<'a>(text: &'a str, flag: &str) -> Result<(&'a str, &'a str), Mount
 }
 
 /// Reads a SecretProviderClass file; one without parameters is refused.
-pub(crate) fn read_spc(path: &std::path::Path) -> Result<SecretProviderClass, MountCliError> {
+fn read_spc(path: &std::path::Path) -> Result<SecretProviderClass, MountCliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| MountCliError::Input(format!("cannot read {}: {e}", path.display())))?;
     let spc: SecretProviderClass = serde_saphyr::from_str(&text).map_err(|e| {
@@ -225,17 +225,26 @@ pub(crate) fn read_spc(path: &std::path::Path) -> Result<SecretProviderClass, Mo
     Ok(spc)
 }
 
-/// Builds the request the driver would send for this SecretProviderClass and pod.
-pub fn build_request(args: &MountArgs) -> Result<proto::MountRequest, MountCliError> {
-    let spc = read_spc(&args.spc)?;
+/// A SecretProviderClass's parameters as the driver sends them (with `secretProviderClass`), and the
+/// namespace of the pods that mount it: `namespace`, else the class's own, else `default`.
+pub(crate) fn spc_attributes(
+    path: &std::path::Path,
+    namespace: Option<&str>,
+) -> Result<(BTreeMap<String, String>, String), MountCliError> {
+    let spc = read_spc(path)?;
     // A pod mounts SecretProviderClasses of its own namespace.
-    let namespace = args
-        .namespace
-        .clone()
+    let namespace = namespace
+        .map(str::to_string)
         .or(spc.metadata.namespace)
         .unwrap_or_else(|| "default".into());
     let mut attributes = spc.spec.parameters;
     attributes.insert("secretProviderClass".into(), spc.metadata.name);
+    Ok((attributes, namespace))
+}
+
+/// Builds the request the driver would send for this SecretProviderClass and pod.
+pub fn build_request(args: &MountArgs) -> Result<proto::MountRequest, MountCliError> {
+    let (mut attributes, namespace) = spc_attributes(&args.spc, args.namespace.as_deref())?;
     for pair in &args.attributes {
         let (key, value) = split_pair(pair, "--attribute")?;
         attributes.insert(key.into(), value.into());
