@@ -76,6 +76,38 @@ fn object(path: &str, key: &str) -> String {
     format!("- objectName: out\n  secretPath: {path}\n  secretKey: {key}\n")
 }
 
+/// The test pod (service account `openclaw/openclaw`, pod `p`) with its own token.
+struct Pod<'a> {
+    provider: &'a Provider,
+    tokens: String,
+}
+
+impl<'a> Pod<'a> {
+    fn of(provider: &'a Provider) -> Self {
+        let tokens = tokens_for(&JwtIssuer::generate(), "openclaw");
+        Self { provider, tokens }
+    }
+
+    /// Mounts `objects` with the pod's vault parameters and `extra` ones.
+    async fn mount(
+        &self,
+        objects: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<openclaw_csi_provider::proto::MountResponse, tonic::Status> {
+        let parameters = vault_parameters(&self.tokens, "openclaw", "p", objects, extra);
+        mount(self.provider, &parameters).await
+    }
+}
+
+/// A hostile Vault whose logins answer `lease_duration`, and a provider pointed at it with `flags`.
+async fn hostile_provider(lease_duration: &str, flags: &[&str]) -> (HostileVault, Provider) {
+    let hostile = HostileVault::start(lease_duration).await;
+    let mut all = vec!["--vault-addr", hostile.address.as_str()];
+    all.extend_from_slice(flags);
+    let provider = Provider::start(&all);
+    (hostile, provider)
+}
+
 // ---- file backend ------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -560,10 +592,8 @@ fn first_file(response: &openclaw_csi_provider::proto::MountResponse) -> String 
 
 #[tokio::test]
 async fn throttling_is_retried_even_for_writes_and_failed_writes_are_never_repeated() {
-    let hostile = HostileVault::start("3600").await;
-    let issuer = JwtIssuer::generate();
-    let tokens = tokens_for(&issuer, "openclaw");
-    let provider = Provider::start(&["--vault-addr", &hostile.address, "--cache-ttl", "0"]);
+    let (hostile, provider) = hostile_provider("3600", &["--cache-ttl", "0"]).await;
+    let pod = Pod::of(&provider);
     let write = |path: &str| {
         format!(
             "- objectName: cert\n  secretPath: {path}\n  method: PUT\n  secretArgs:\n    \
@@ -571,22 +601,15 @@ async fn throttling_is_retried_even_for_writes_and_failed_writes_are_never_repea
         )
     };
     let objects = write("pki/issue/throttled-once");
-    let response = mount(
-        &provider,
-        &vault_parameters(&tokens, "openclaw", "p", &objects, &[]),
-    )
-    .await
-    .expect("a throttled write is sent again: Vault did nothing");
+    let response = pod
+        .mount(&objects, &[])
+        .await
+        .expect("a throttled write is sent again: Vault did nothing");
     assert_eq!(first_file(&response), "cert-2");
     assert_eq!(hostile.requests("pki/issue/throttled-once"), 2);
 
     let objects = write("pki/issue/fails");
-    let status = mount(
-        &provider,
-        &vault_parameters(&tokens, "openclaw", "p", &objects, &[]),
-    )
-    .await
-    .unwrap_err();
+    let status = pod.mount(&objects, &[]).await.unwrap_err();
     assert_refused(&status, Code::Unavailable, "VaultUnavailable");
     assert_eq!(
         hostile.requests("pki/issue/fails"),
@@ -595,60 +618,42 @@ async fn throttling_is_retried_even_for_writes_and_failed_writes_are_never_repea
     );
 
     let objects = object("secret/unavailable-once", "k");
-    let response = mount(
-        &provider,
-        &vault_parameters(&tokens, "openclaw", "p", &objects, &[]),
-    )
-    .await
-    .expect("a 503 with Retry-After is retried");
+    let response = pod
+        .mount(&objects, &[])
+        .await
+        .expect("a 503 with Retry-After is retried");
     assert_eq!(first_file(&response), "hostile-value");
     assert_eq!(hostile.requests("secret/unavailable-once"), 2);
 }
 
 #[tokio::test]
 async fn optional_objects_skip_only_what_vault_does_not_have() {
-    let hostile = HostileVault::start("3600").await;
-    let issuer = JwtIssuer::generate();
-    let tokens = tokens_for(&issuer, "openclaw");
-    let provider = Provider::start(&["--vault-addr", &hostile.address]);
+    let (_hostile, provider) = hostile_provider("3600", &[]).await;
+    let pod = Pod::of(&provider);
     let objects = "- objectName: present\n  secretPath: secret/app\n  secretKey: k\n\
                    - objectName: no-secret\n  secretPath: secret/missing\n  secretKey: k\n  optional: true\n\
                    - objectName: no-key\n  secretPath: secret/app\n  secretKey: nope\n  optional: true\n";
-    let response = mount(
-        &provider,
-        &vault_parameters(&tokens, "openclaw", "p", objects, &[]),
-    )
-    .await
-    .expect("optional objects that are absent are skipped");
+    let response = pod
+        .mount(objects, &[])
+        .await
+        .expect("optional objects that are absent are skipped");
     let paths: Vec<&str> = response.files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, ["present"]);
 
     let nothing = "- objectName: no-secret\n  secretPath: secret/missing\n  optional: true\n";
-    let response = mount(
-        &provider,
-        &vault_parameters(&tokens, "openclaw", "p", nothing, &[]),
-    )
-    .await
-    .expect("a mount of absent optional objects");
+    let response = pod
+        .mount(nothing, &[])
+        .await
+        .expect("a mount of absent optional objects");
     assert!(response.files.is_empty());
     assert_eq!(response.object_version[0].id, "vault/no-objects-present");
 
     let required = "- objectName: no-secret\n  secretPath: secret/missing\n";
-    let status = mount(
-        &provider,
-        &vault_parameters(&tokens, "openclaw", "p", required, &[]),
-    )
-    .await
-    .unwrap_err();
+    let status = pod.mount(required, &[]).await.unwrap_err();
     assert_refused(&status, Code::NotFound, "SecretNotFound");
     // Optional is about absence only: a refused read still fails the mount.
     let throttled = "- objectName: t\n  secretPath: secret/throttled\n  optional: true\n";
-    let status = mount(
-        &provider,
-        &vault_parameters(&tokens, "openclaw", "p", throttled, &[]),
-    )
-    .await
-    .unwrap_err();
+    let status = pod.mount(throttled, &[]).await.unwrap_err();
     assert_refused(&status, Code::ResourceExhausted, "BackendThrottled");
 }
 
@@ -683,12 +688,10 @@ async fn a_vault_agent_on_a_unix_socket_is_used_only_when_the_admin_names_it() {
     let tokens = tokens_for(&issuer, "openclaw");
     let objects = object("secret/app", "k");
     let provider = Provider::start(&["--vault-addr", &agent]);
-    let response = mount(
-        &provider,
-        &vault_parameters(&tokens, "openclaw", "p", &objects, &[]),
-    )
-    .await
-    .expect("the admin's agent socket");
+    let response = Pod::of(&provider)
+        .mount(&objects, &[])
+        .await
+        .expect("the admin's agent socket");
     assert_eq!(first_file(&response), "hostile-value");
     assert_eq!(hostile.requests("secret/app"), 1);
 
@@ -713,57 +716,32 @@ async fn a_vault_agent_on_a_unix_socket_is_used_only_when_the_admin_names_it() {
 
 #[tokio::test]
 async fn one_mounts_answers_together_are_bounded_by_the_response_limit() {
-    let hostile = HostileVault::start("3600").await;
-    let issuer = JwtIssuer::generate();
-    let tokens = tokens_for(&issuer, "openclaw");
-    let provider = Provider::start(&[
-        "--vault-addr",
-        &hostile.address,
-        "--max-response-bytes",
-        "1048576",
-        "--cache-ttl",
-        "0",
-    ]);
+    let flags = ["--max-response-bytes", "1048576", "--cache-ttl", "0"];
+    let (_hostile, provider) = hostile_provider("3600", &flags).await;
+    let pod = Pod::of(&provider);
     // Each answer is under the limit; eight of them hold about 5.5 MiB.
     let objects: String = (0..8)
         .map(|i| format!("- objectName: o{i}\n  secretPath: secret/big/{i}\n  secretKey: k\n"))
         .collect();
-    let status = mount(
-        &provider,
-        &vault_parameters(&tokens, "openclaw", "p", &objects, &[]),
-    )
-    .await
-    .unwrap_err();
+    let status = pod.mount(&objects, &[]).await.unwrap_err();
     assert_refused(&status, Code::ResourceExhausted, "AnswersTooLarge");
     assert!(status.message().contains("--max-response-bytes"));
     // One answer cut into many files: the files are counted before they are copied.
     let copies: String = (0..200)
         .map(|i| format!("- objectName: copy{i}\n  secretPath: secret/big/0\n"))
         .collect();
-    let status = mount(
-        &provider,
-        &vault_parameters(&tokens, "openclaw", "p", &copies, &[]),
-    )
-    .await
-    .unwrap_err();
+    let status = pod.mount(&copies, &[]).await.unwrap_err();
     assert_refused(&status, Code::ResourceExhausted, "ResponseTooLarge");
     // JSON built to multiply when parsed is measured first.
     let dense = object("secret/dense", "k");
-    let status = mount(
-        &provider,
-        &vault_parameters(&tokens, "openclaw", "p", &dense, &[]),
-    )
-    .await
-    .unwrap_err();
+    let status = pod.mount(&dense, &[]).await.unwrap_err();
     assert_refused(&status, Code::ResourceExhausted, "VaultAnswerTooLarge");
     assert!(status.message().contains("parsed"), "{}", status.message());
     let one = object("secret/big/0", "k");
-    let response = mount(
-        &provider,
-        &vault_parameters(&tokens, "openclaw", "p", &one, &[]),
-    )
-    .await
-    .expect("one answer under the limit");
+    let response = pod
+        .mount(&one, &[])
+        .await
+        .expect("one answer under the limit");
     assert_eq!(
         response.files[0].contents.len(),
         support::hostile_vault::BIG_BYTES - 16
