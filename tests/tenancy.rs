@@ -27,14 +27,7 @@ fn mount<'a>(
     parameters: &[(&str, &str)],
 ) -> impl Future<Output = Result<openclaw_csi_provider::proto::MountResponse, tonic::Status>> + 'a {
     let request = mount_request(parameters);
-    async move {
-        provider
-            .client()
-            .await
-            .mount(request)
-            .await
-            .map(tonic::Response::into_inner)
-    }
+    async move { provider.mount(request).await }
 }
 
 fn assert_refused(status: &tonic::Status, code: Code, reason: &str) {

@@ -457,14 +457,7 @@ async fn openbao_stopping_gives_bounded_unavailable_and_the_provider_recovers() 
     } = world;
     let mount = |request: proto::MountRequest| {
         let provider = &provider;
-        async move {
-            provider
-                .client()
-                .await
-                .mount(request)
-                .await
-                .map(tonic::Response::into_inner)
-        }
+        async move { provider.mount(request).await }
     };
     let request = || jwt_request(&issuer, OPENCLAW_OBJECTS, &[]);
     let (dir, port) = bao.stop();
@@ -573,12 +566,7 @@ impl TlsWorld {
         let mut parameters = vec![("vaultAddress", self.address.as_str())];
         parameters.extend_from_slice(extra);
         let request = jwt_request(&self.issuer, OPENCLAW_OBJECTS, &parameters);
-        provider
-            .client()
-            .await
-            .mount(request)
-            .await
-            .map(tonic::Response::into_inner)
+        provider.mount(request).await
     }
 }
 

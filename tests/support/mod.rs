@@ -143,6 +143,18 @@ impl Provider {
             .expect("connect to provider")
     }
 
+    /// One Mount over a new connection: the response, or the status the provider answered.
+    pub async fn mount(
+        &self,
+        request: proto::MountRequest,
+    ) -> Result<proto::MountResponse, tonic::Status> {
+        self.client()
+            .await
+            .mount(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     /// Everything the provider logged so far.
     pub fn logs(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
