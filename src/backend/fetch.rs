@@ -310,7 +310,7 @@ impl<S: Source> FetchPipeline<S> {
                         return Err(MountError::exhausted(
                             Reason::AnswersTooLarge,
                             format!(
-                                "the answers to this mount's {} requests hold more than {} bytes \
+                                "the answers for this mount's {} objects hold more than {} bytes \
                                  together ({ANSWER_BYTES_PER_RESPONSE_BYTE} × the provider's \
                                  --max-response-bytes): mount fewer or smaller secrets per volume",
                                 plan.len(),
