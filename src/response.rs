@@ -91,7 +91,6 @@ impl MountResponse {
 
     /// The driver's rules: clean relative paths, no duplicates, modes in range, at least one version.
     pub fn validate(&self) -> MountResult<()> {
-        let mut paths = BTreeSet::new();
         for file in &self.files {
             check_output_path("file path", &file.path)?;
             if file.mode > 0o777 {
@@ -100,19 +99,24 @@ impl MountResponse {
                     format!("file {:?} has mode {:o}, over 0777", file.path, file.mode),
                 ));
             }
-            if !paths.insert(file.path.as_str()) {
-                return Err(MountError::invalid(
-                    Reason::DuplicateFilePath,
-                    format!(
-                        "two objects write the file {:?}: give each a distinct path",
-                        file.path
-                    ),
-                ));
-            }
         }
-        reject_file_directory_clash(&paths)?;
+        check_distinct_files(self.files.iter().map(|f| f.path.as_str()))?;
         validate_versions(&self.versions)
     }
+}
+
+/// No two files with one path, and no file where another needs a directory.
+pub fn check_distinct_files<'a>(paths: impl IntoIterator<Item = &'a str>) -> MountResult<()> {
+    let mut seen = BTreeSet::new();
+    for path in paths {
+        if !seen.insert(path) {
+            return Err(MountError::invalid(
+                Reason::DuplicateFilePath,
+                format!("two objects write the file {path:?}: give each a distinct path"),
+            ));
+        }
+    }
+    reject_file_directory_clash(&seen)
 }
 
 /// `a` and `a/b` cannot both be written: `a` would have to be a file and a directory.

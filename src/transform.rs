@@ -48,7 +48,7 @@ impl<'de> Deserialize<'de> for Encoding {
 /// About how many bytes `text` takes once parsed into a [`serde_json::Value`]: its length plus 64 bytes
 /// for every value in it (a value is 32 bytes, an object entry more). A body of small numbers or keys
 /// takes ten or twenty times its size parsed, so a backend's answer is measured before it is parsed.
-pub fn parsed_json_size(text: &[u8]) -> usize {
+fn parsed_json_size(text: &[u8]) -> usize {
     let (mut values, mut in_string, mut escaped) = (1usize, false, false);
     for &byte in text {
         if in_string {
@@ -67,6 +67,34 @@ pub fn parsed_json_size(text: &[u8]) -> usize {
         }
     }
     text.len().saturating_add(values.saturating_mul(64))
+}
+
+/// A backend's JSON answer, parsed, with the bytes it takes in memory as text and parsed value.
+pub struct JsonAnswer {
+    pub json: Value,
+    pub bytes: usize,
+}
+
+/// Why a backend's answer was not parsed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JsonAnswerError {
+    /// It would take more than the bound once parsed (it was not parsed).
+    TooLarge,
+    NotJson,
+}
+
+/// Parses a backend's answer, measured first: one whose parsed value would take more than
+/// `max_parsed` bytes ([`parsed_json_size`]) is refused before any of it is parsed.
+pub fn parse_json_answer(text: &[u8], max_parsed: usize) -> Result<JsonAnswer, JsonAnswerError> {
+    let parsed = parsed_json_size(text);
+    if parsed > max_parsed {
+        return Err(JsonAnswerError::TooLarge);
+    }
+    let json = serde_json::from_slice(text).map_err(|_| JsonAnswerError::NotJson)?;
+    Ok(JsonAnswer {
+        json,
+        bytes: text.len().saturating_add(parsed),
+    })
 }
 
 /// The bytes of `key` in a JSON object: strings as they are, any other JSON value serialised as JSON.
@@ -145,6 +173,16 @@ mod tests {
         assert_eq!(parsed_json_size(br#"{"a":"x,y:[{\"z"}"#), 17 + 3 * 64);
         let dense = "[0,".repeat(1000);
         assert!(parsed_json_size(dense.as_bytes()) > 40 * dense.len());
+        let dense = format!("[{}0]", "0,".repeat(1000));
+        assert_eq!(
+            parse_json_answer(dense.as_bytes(), 16 * dense.len()).err(),
+            Some(JsonAnswerError::TooLarge)
+        );
+        assert!(parse_json_answer(dense.as_bytes(), 64 * dense.len()).is_ok());
+        assert_eq!(
+            parse_json_answer(b"<html>", 1 << 20).err(),
+            Some(JsonAnswerError::NotJson)
+        );
     }
 
     #[test]

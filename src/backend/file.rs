@@ -25,7 +25,7 @@ use super::{Backend, BoxFuture, BuildError, COMMON_PARAMETERS, SharedParts};
 use crate::error::{ErrorKind, MountError, MountResult, Reason};
 use crate::file_mode::FileMode;
 use crate::request::{MountRequest, is_namespace_name};
-use crate::response::{MountResponse, check_output_path, too_large};
+use crate::response::{MountResponse, check_distinct_files, check_output_path, too_large};
 use crate::version_hmac::VersionKey;
 
 /// How the file root is divided between pods.
@@ -177,19 +177,7 @@ impl Backend for FileBackend {
     fn check(&self, request: &MountRequest) -> MountResult<()> {
         self.root()?;
         let plan = self.plan(request)?;
-        let mut paths = std::collections::HashSet::new();
-        for (index, object) in plan.iter().enumerate() {
-            if !paths.insert(object.output_path.as_str()) {
-                return Err(MountError::invalid(
-                    Reason::DuplicateFilePath,
-                    format!(
-                        "objects[{index}] writes {:?}, which an earlier object writes too",
-                        object.output_path
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        check_distinct_files(plan.iter().map(|object| object.output_path.as_str()))
     }
 }
 

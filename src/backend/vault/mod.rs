@@ -44,8 +44,8 @@ use crate::version_hmac::VersionKey;
 /// The value of `backend` that picks this backend (also its metric label).
 pub const BACKEND_NAME: &str = "vault";
 
-/// Most bytes of Vault answers the value cache holds (each counted as three times its raw size, for the
-/// parsed copy beside it).
+/// Most bytes of Vault answers the value cache holds (each counted as its raw size plus the estimate of
+/// its parsed copy, see [`transform::parse_json_answer`]).
 const VALUE_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// The Vault backend's flags (with the names and environment variables of Vault's own CLI where it has
@@ -190,6 +190,8 @@ impl VaultSettings {
 pub struct VaultData {
     raw: Zeroizing<Vec<u8>>,
     json: Value,
+    /// What the raw answer and its parsed copy take in memory.
+    bytes: usize,
 }
 
 impl Answer for VaultData {
@@ -211,7 +213,7 @@ impl Answer for VaultData {
 
     /// The raw answer and its parsed copy beside it.
     fn size(&self) -> usize {
-        self.raw.len() * 3
+        self.bytes
     }
 }
 
@@ -232,7 +234,7 @@ pub struct VaultSource {
 }
 
 /// How much larger than `--max-response-bytes` an answer may grow when parsed: enough for any secret's
-/// JSON, not for a body built to multiply (see [`transform::parsed_json_size`]).
+/// JSON, not for a body built to multiply (see [`transform::parse_json_answer`]).
 const PARSED_ANSWER_PER_ANSWER_BYTE: usize = 4;
 
 /// Reads secrets from Vault or OpenBao.
@@ -400,26 +402,9 @@ impl VaultSource {
                     &reply.errors(),
                 ));
             }
-            if transform::parsed_json_size(&reply.body) > self.max_parsed_answer {
-                return Err(MountError::exhausted(
-                    Reason::VaultAnswerTooLarge,
-                    format!(
-                        "the answer of Vault at {} for {:?} would take more than {} bytes once \
-                         parsed ({PARSED_ANSWER_PER_ANSWER_BYTE} × the provider's --max-response-bytes)",
-                        params.address, secret.path, self.max_parsed_answer
-                    ),
-                ));
-            }
-            let json: Value = serde_json::from_slice(&reply.body).map_err(|_| {
-                MountError::new(
-                    ErrorKind::Unavailable,
-                    Reason::VaultBadAnswer,
-                    format!(
-                        "the answer of Vault at {} for {:?} is not JSON",
-                        params.address, secret.path
-                    ),
-                )
-            })?;
+            let answer = transform::parse_json_answer(&reply.body, self.max_parsed_answer)
+                .map_err(|error| answer_error(error, params, secret, self.max_parsed_answer))?;
+            let json = answer.json;
             // A lease (a dynamic secret), a response-wrapping token or a token of its own are each
             // for one mount only.
             let leased = json
@@ -434,9 +419,34 @@ impl VaultSource {
                 value: VaultData {
                     raw: reply.body,
                     json,
+                    bytes: answer.bytes,
                 },
             });
         }
+    }
+}
+
+/// The error for an answer that was not parsed.
+fn answer_error(
+    error: transform::JsonAnswerError,
+    params: &VaultParams,
+    secret: &SecretRequest,
+    max_parsed: usize,
+) -> MountError {
+    let (address, path) = (&params.address, &secret.path);
+    match error {
+        transform::JsonAnswerError::TooLarge => MountError::exhausted(
+            Reason::VaultAnswerTooLarge,
+            format!(
+                "the answer of Vault at {address} for {path:?} would take more than {max_parsed} bytes \
+                 once parsed ({PARSED_ANSWER_PER_ANSWER_BYTE} × the provider's --max-response-bytes)"
+            ),
+        ),
+        transform::JsonAnswerError::NotJson => MountError::new(
+            ErrorKind::Unavailable,
+            Reason::VaultBadAnswer,
+            format!("the answer of Vault at {address} for {path:?} is not JSON"),
+        ),
     }
 }
 

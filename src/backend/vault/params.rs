@@ -291,7 +291,8 @@ fn tls_params(request: &MountRequest, defaults: &VaultDefaults) -> MountResult<T
     Ok(tls)
 }
 
-/// A Vault namespace (sent as `X-Vault-Namespace`): path segments of letters, digits, `-` and `_`.
+/// A Vault namespace (sent as `X-Vault-Namespace`): path segments of letters, digits, `-`, `_` and `.`
+/// (not `.` or `..` alone).
 fn vault_namespace(value: &str, key: &str) -> MountResult<String> {
     let segment_ok = |segment: &str| {
         !matches!(segment, "" | "." | "..")
@@ -442,26 +443,20 @@ pub struct SecretRequest {
     pub body: Option<String>,
 }
 
-/// Whether a Vault API path stays where it says: no empty, `.` or `..` segments, also not spelled with
-/// percent escapes (`%2e%2e`, which URL parsing turns back into `..`), backslashes (which it treats as
-/// `/`) or control characters (which it drops), so a request never leaves `/v1/`.
-fn is_plain_api_path(path: &str) -> bool {
-    if path.contains(['\\', '#'])
-        || path.contains("//")
-        || path.chars().any(|c| c.is_control() || c == ' ')
-    {
-        return false;
-    }
-    let dot_free = path.split('/').all(|segment| {
-        let dots = segment.to_ascii_lowercase().replace("%2e", ".");
-        dots != "." && dots != ".."
-    });
-    // Whatever else the URL parser would rewrite (it drops tabs and newlines, folds dot segments),
-    // the path must reach Vault as written.
+/// Whether a request reaches Vault as written. The URL parser folds `.`/`..` segments (also spelled
+/// `%2e`), reads backslashes as `/`, drops tabs and newlines and starts a fragment at `#`: any path or
+/// query it would rewrite could leave `/v1/`, so only what survives parsing unchanged is accepted (and
+/// no empty segments).
+fn reaches_vault_as_written(path: &str, query: Option<&str>) -> bool {
     let expected = format!("/v1/{path}");
-    dot_free
-        && reqwest::Url::parse(&format!("http://vault{expected}"))
-            .is_ok_and(|url| url.path() == expected)
+    let url = match query {
+        Some(query) => format!("http://vault{expected}?{query}"),
+        None => format!("http://vault{expected}"),
+    };
+    !path.contains("//")
+        && reqwest::Url::parse(&url).is_ok_and(|url| {
+            url.path() == expected && url.query() == query && url.fragment().is_none()
+        })
 }
 
 /// The methods an object may use.
@@ -483,10 +478,7 @@ impl SecretRequest {
         };
         let path = path.trim_start_matches('/');
         let path = path.strip_prefix("v1/").unwrap_or(path);
-        let bad_query = query
-            .as_deref()
-            .is_some_and(|q| q.contains('#') || q.chars().any(|c| c.is_control() || c == ' '));
-        if path.is_empty() || !is_plain_api_path(path) || bad_query {
+        if path.is_empty() || !reaches_vault_as_written(path, query.as_deref()) {
             return Err(invalid(format!(
                 "{} {:?} is not a Vault API path such as \"secret/data/app\"",
                 field("secretPath"),
