@@ -70,25 +70,26 @@ fn object(path: &str, key: &str) -> String {
 }
 
 /// The test pod (service account `openclaw/openclaw`, pod `p`) with its own token.
-struct Pod<'a> {
-    provider: &'a Provider,
+struct Pod {
     tokens: String,
 }
 
-impl<'a> Pod<'a> {
-    fn of(provider: &'a Provider) -> Self {
-        let tokens = tokens_for(&JwtIssuer::generate(), "openclaw");
-        Self { provider, tokens }
+impl Pod {
+    fn new() -> Self {
+        Self {
+            tokens: tokens_for(&JwtIssuer::generate(), "openclaw"),
+        }
     }
 
-    /// Mounts `objects` with the pod's vault parameters and `extra` ones.
+    /// Mounts `objects` through `provider` with the pod's vault parameters and `extra` ones.
     async fn mount(
         &self,
+        provider: &Provider,
         objects: &str,
         extra: &[(&str, &str)],
     ) -> Result<openclaw_csi_provider::proto::MountResponse, tonic::Status> {
         let parameters = vault_parameters(&self.tokens, "openclaw", "p", objects, extra);
-        mount(self.provider, &parameters).await
+        mount(provider, &parameters).await
     }
 }
 
@@ -170,7 +171,6 @@ fn mkfifo(path: &std::path::Path) {
 #[tokio::test]
 async fn tls_paths_from_pods_are_confined_never_block_and_never_exhaust_memory() {
     let hostile = HostileVault::start("3600").await;
-    let issuer = JwtIssuer::generate();
     let outside = tempfile::tempdir().unwrap();
     let allowed = tempfile::tempdir().unwrap();
     for dir in [outside.path(), allowed.path()] {
@@ -188,7 +188,7 @@ async fn tls_paths_from_pods_are_confined_never_block_and_never_exhaust_memory()
         "--cache-ttl",
         "0",
     ]);
-    let tokens = tokens_for(&issuer, "openclaw");
+    let pod = Pod::new();
     let objects = object("secret/app", "k");
     let path = |dir: &std::path::Path, name: &str| dir.join(name).display().to_string();
     let outside_paths = [
@@ -208,8 +208,10 @@ async fn tls_paths_from_pods_are_confined_never_block_and_never_exhaust_memory()
         .flat_map(|p| [("vaultCACertPath", p), ("vaultCADirectory", p)])
     {
         let started = Instant::now();
-        let parameters = vault_parameters(&tokens, "openclaw", "p", &objects, &[(key, file)]);
-        let status = mount(&provider, &parameters).await.unwrap_err();
+        let status = pod
+            .mount(&provider, &objects, &[(key, file)])
+            .await
+            .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(5), "{key} {file}");
         assert_refused(&status, Code::PermissionDenied, "TlsFileNotAllowed");
         assert!(status.message().contains("--tls-files-dir"));
@@ -221,14 +223,10 @@ async fn tls_paths_from_pods_are_confined_never_block_and_never_exhaust_memory()
     for name in ["fifo", "directory", "two-mib.pem", "zero", "missing.pem"] {
         let file = path(allowed.path(), name);
         let started = Instant::now();
-        let parameters = vault_parameters(
-            &tokens,
-            "openclaw",
-            "p",
-            &objects,
-            &[("vaultCACertPath", &file)],
-        );
-        let status = mount(&provider, &parameters).await.unwrap_err();
+        let status = pod
+            .mount(&provider, &objects, &[("vaultCACertPath", &file)])
+            .await
+            .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(5), "{name}");
         assert_refused(&status, Code::FailedPrecondition, "TlsFileUnusable");
         assert!(status.message().contains("vaultCACertPath"), "{name}");
@@ -236,19 +234,15 @@ async fn tls_paths_from_pods_are_confined_never_block_and_never_exhaust_memory()
     // Without --tls-files-dir no pod path is taken at all.
     let strict = Provider::start(&["--vault-addr", &hostile.address]);
     let file = path(allowed.path(), "two-mib.pem");
-    let parameters = vault_parameters(
-        &tokens,
-        "openclaw",
-        "p",
-        &objects,
-        &[("vaultCACertPath", &file)],
-    );
-    let status = mount(&strict, &parameters).await.unwrap_err();
+    let status = pod
+        .mount(&strict, &objects, &[("vaultCACertPath", &file)])
+        .await
+        .unwrap_err();
     assert_refused(&status, Code::PermissionDenied, "TlsFileNotAllowed");
 
     // Still serving, and memory never grew with what the paths hold.
-    let good = vault_parameters(&tokens, "openclaw", "p", &objects, &[]);
-    let response = mount(&provider, &good)
+    let response = pod
+        .mount(&provider, &objects, &[])
         .await
         .expect("a good mount afterwards");
     assert_eq!(response.files[0].contents, b"hostile-value");
@@ -264,29 +258,20 @@ async fn tls_paths_from_pods_are_confined_never_block_and_never_exhaust_memory()
 #[tokio::test]
 async fn addresses_outside_the_allow_list_are_never_contacted() {
     let hostile = HostileVault::start("3600").await;
-    let issuer = JwtIssuer::generate();
-    let tokens = tokens_for(&issuer, "openclaw");
+    let pod = Pod::new();
     let objects = object("secret/app", "k");
     let provider = Provider::start(&["--vault-addr", "http://127.0.0.1:1"]);
-    let parameters = vault_parameters(
-        &tokens,
-        "openclaw",
-        "p",
-        &objects,
-        &[("vaultAddress", &hostile.address)],
-    );
-    let status = mount(&provider, &parameters).await.unwrap_err();
+    let status = pod
+        .mount(&provider, &objects, &[("vaultAddress", &hostile.address)])
+        .await
+        .unwrap_err();
     assert_refused(&status, Code::PermissionDenied, "VaultAddressNotAllowed");
     assert!(status.message().contains("--vault-allowed-addresses"));
     let with_path = format!("{}/v1/secret", hostile.address);
-    let parameters = vault_parameters(
-        &tokens,
-        "openclaw",
-        "p",
-        &objects,
-        &[("vaultAddress", &with_path)],
-    );
-    let status = mount(&provider, &parameters).await.unwrap_err();
+    let status = pod
+        .mount(&provider, &objects, &[("vaultAddress", &with_path)])
+        .await
+        .unwrap_err();
     assert_refused(&status, Code::InvalidArgument, "InvalidParameter");
     assert_eq!(
         hostile.total_requests(),
@@ -300,14 +285,7 @@ async fn addresses_outside_the_allow_list_are_never_contacted() {
         "--vault-allowed-addresses",
         &hostile.address,
     ]);
-    let parameters = vault_parameters(
-        &tokens,
-        "openclaw",
-        "p",
-        &objects,
-        &[("vaultAddress", &hostile.address)],
-    );
-    mount(&listed, &parameters)
+    pod.mount(&listed, &objects, &[("vaultAddress", &hostile.address)])
         .await
         .expect("an allowed address");
     assert_eq!(hostile.total_requests(), 2, "one login, one read");
@@ -384,8 +362,7 @@ async fn a_hostile_vault_cannot_redirect_flood_or_crash_the_provider() {
 
 #[tokio::test]
 async fn absurd_lease_numbers_never_crash_a_login() {
-    let issuer = JwtIssuer::generate();
-    let tokens = tokens_for(&issuer, "openclaw");
+    let pod = Pod::new();
     let objects = object("secret/app", "k");
     for lease in [
         "-1",
@@ -397,8 +374,8 @@ async fn absurd_lease_numbers_never_crash_a_login() {
     ] {
         let hostile = HostileVault::start(lease).await;
         let provider = Provider::start(&["--vault-addr", &hostile.address]);
-        let parameters = vault_parameters(&tokens, "openclaw", "p", &objects, &[]);
-        let response = mount(&provider, &parameters)
+        let response = pod
+            .mount(&provider, &objects, &[])
             .await
             .unwrap_or_else(|e| panic!("lease {lease}: {e:?}"));
         assert_eq!(
@@ -586,7 +563,7 @@ fn first_file(response: &openclaw_csi_provider::proto::MountResponse) -> String 
 #[tokio::test]
 async fn throttling_is_retried_even_for_writes_and_failed_writes_are_never_repeated() {
     let (hostile, provider) = hostile_provider("3600", &["--cache-ttl", "0"]).await;
-    let pod = Pod::of(&provider);
+    let pod = Pod::new();
     let write = |path: &str| {
         format!(
             "- objectName: cert\n  secretPath: {path}\n  method: PUT\n  secretArgs:\n    \
@@ -595,14 +572,14 @@ async fn throttling_is_retried_even_for_writes_and_failed_writes_are_never_repea
     };
     let objects = write("pki/issue/throttled-once");
     let response = pod
-        .mount(&objects, &[])
+        .mount(&provider, &objects, &[])
         .await
         .expect("a throttled write is sent again: Vault did nothing");
     assert_eq!(first_file(&response), "cert-2");
     assert_eq!(hostile.requests("pki/issue/throttled-once"), 2);
 
     let objects = write("pki/issue/fails");
-    let status = pod.mount(&objects, &[]).await.unwrap_err();
+    let status = pod.mount(&provider, &objects, &[]).await.unwrap_err();
     assert_refused(&status, Code::Unavailable, "VaultUnavailable");
     assert_eq!(
         hostile.requests("pki/issue/fails"),
@@ -612,7 +589,7 @@ async fn throttling_is_retried_even_for_writes_and_failed_writes_are_never_repea
 
     let objects = object("secret/unavailable-once", "k");
     let response = pod
-        .mount(&objects, &[])
+        .mount(&provider, &objects, &[])
         .await
         .expect("a 503 with Retry-After is retried");
     assert_eq!(first_file(&response), "hostile-value");
@@ -622,12 +599,12 @@ async fn throttling_is_retried_even_for_writes_and_failed_writes_are_never_repea
 #[tokio::test]
 async fn optional_objects_skip_only_what_vault_does_not_have() {
     let (_hostile, provider) = hostile_provider("3600", &[]).await;
-    let pod = Pod::of(&provider);
+    let pod = Pod::new();
     let objects = "- objectName: present\n  secretPath: secret/app\n  secretKey: k\n\
                    - objectName: no-secret\n  secretPath: secret/missing\n  secretKey: k\n  optional: true\n\
                    - objectName: no-key\n  secretPath: secret/app\n  secretKey: nope\n  optional: true\n";
     let response = pod
-        .mount(objects, &[])
+        .mount(&provider, objects, &[])
         .await
         .expect("optional objects that are absent are skipped");
     let paths: Vec<&str> = response.files.iter().map(|f| f.path.as_str()).collect();
@@ -635,38 +612,32 @@ async fn optional_objects_skip_only_what_vault_does_not_have() {
 
     let nothing = "- objectName: no-secret\n  secretPath: secret/missing\n  optional: true\n";
     let response = pod
-        .mount(nothing, &[])
+        .mount(&provider, nothing, &[])
         .await
         .expect("a mount of absent optional objects");
     assert!(response.files.is_empty());
     assert_eq!(response.object_version[0].id, "vault/no-objects-present");
 
     let required = "- objectName: no-secret\n  secretPath: secret/missing\n";
-    let status = pod.mount(required, &[]).await.unwrap_err();
+    let status = pod.mount(&provider, required, &[]).await.unwrap_err();
     assert_refused(&status, Code::NotFound, "SecretNotFound");
     // Optional is about absence only: a refused read still fails the mount.
     let throttled = "- objectName: t\n  secretPath: secret/throttled\n  optional: true\n";
-    let status = pod.mount(throttled, &[]).await.unwrap_err();
+    let status = pod.mount(&provider, throttled, &[]).await.unwrap_err();
     assert_refused(&status, Code::ResourceExhausted, "BackendThrottled");
 }
 
 #[tokio::test]
 async fn login_scope_pod_gives_each_pod_its_own_login() {
-    let issuer = JwtIssuer::generate();
-    let tokens = tokens_for(&issuer, "openclaw");
+    let pod = Pod::new();
     let objects = object("secret/app", "k");
     for (scope, logins) in [("service-account", 1), ("pod", 2)] {
         let hostile = HostileVault::start("3600").await;
         let provider = Provider::start(&["--vault-addr", &hostile.address, "--login-scope", scope]);
         for uid in ["uid-1", "uid-2", "uid-1"] {
-            let parameters = vault_parameters(
-                &tokens,
-                "openclaw",
-                "p",
-                &objects,
-                &[("csi.storage.k8s.io/pod.uid", uid)],
-            );
-            mount(&provider, &parameters).await.expect(scope);
+            pod.mount(&provider, &objects, &[("csi.storage.k8s.io/pod.uid", uid)])
+                .await
+                .expect(scope);
         }
         assert_eq!(hostile.requests("auth/jwt/login"), logins, "{scope}");
     }
@@ -677,12 +648,11 @@ async fn a_vault_agent_on_a_unix_socket_is_used_only_when_the_admin_names_it() {
     let hostile = HostileVault::start("3600").await;
     let dir = tempfile::tempdir().unwrap();
     let agent = hostile.listen_unix(&dir.path().join("agent.sock"));
-    let issuer = JwtIssuer::generate();
-    let tokens = tokens_for(&issuer, "openclaw");
+    let pod = Pod::new();
     let objects = object("secret/app", "k");
     let provider = Provider::start(&["--vault-addr", &agent]);
-    let response = Pod::of(&provider)
-        .mount(&objects, &[])
+    let response = pod
+        .mount(&provider, &objects, &[])
         .await
         .expect("the admin's agent socket");
     assert_eq!(first_file(&response), "hostile-value");
@@ -695,14 +665,10 @@ async fn a_vault_agent_on_a_unix_socket_is_used_only_when_the_admin_names_it() {
         "--vault-allowed-addresses",
         "*",
     ]);
-    let parameters = vault_parameters(
-        &tokens,
-        "openclaw",
-        "p",
-        &objects,
-        &[("vaultAddress", &agent)],
-    );
-    let status = mount(&any, &parameters).await.unwrap_err();
+    let status = pod
+        .mount(&any, &objects, &[("vaultAddress", &agent)])
+        .await
+        .unwrap_err();
     assert_refused(&status, Code::PermissionDenied, "VaultAddressNotAllowed");
     assert_eq!(hostile.requests("secret/app"), 1, "the socket was not used");
 }
@@ -711,28 +677,28 @@ async fn a_vault_agent_on_a_unix_socket_is_used_only_when_the_admin_names_it() {
 async fn one_mounts_answers_together_are_bounded_by_the_response_limit() {
     let flags = ["--max-response-bytes", "1048576", "--cache-ttl", "0"];
     let (_hostile, provider) = hostile_provider("3600", &flags).await;
-    let pod = Pod::of(&provider);
+    let pod = Pod::new();
     // Each answer is under the limit; eight of them hold about 5.5 MiB.
     let objects: String = (0..8)
         .map(|i| format!("- objectName: o{i}\n  secretPath: secret/big/{i}\n  secretKey: k\n"))
         .collect();
-    let status = pod.mount(&objects, &[]).await.unwrap_err();
+    let status = pod.mount(&provider, &objects, &[]).await.unwrap_err();
     assert_refused(&status, Code::ResourceExhausted, "AnswersTooLarge");
     assert!(status.message().contains("--max-response-bytes"));
     // One answer cut into many files: the files are counted before they are copied.
     let copies: String = (0..200)
         .map(|i| format!("- objectName: copy{i}\n  secretPath: secret/big/0\n"))
         .collect();
-    let status = pod.mount(&copies, &[]).await.unwrap_err();
+    let status = pod.mount(&provider, &copies, &[]).await.unwrap_err();
     assert_refused(&status, Code::ResourceExhausted, "ResponseTooLarge");
     // JSON built to multiply when parsed is measured first.
     let dense = object("secret/dense", "k");
-    let status = pod.mount(&dense, &[]).await.unwrap_err();
+    let status = pod.mount(&provider, &dense, &[]).await.unwrap_err();
     assert_refused(&status, Code::ResourceExhausted, "VaultAnswerTooLarge");
     assert!(status.message().contains("parsed"), "{}", status.message());
     let one = object("secret/big/0", "k");
     let response = pod
-        .mount(&one, &[])
+        .mount(&provider, &one, &[])
         .await
         .expect("one answer under the limit");
     assert_eq!(
