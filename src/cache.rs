@@ -53,6 +53,13 @@ where
         self.cache.is_some()
     }
 
+    /// Whether a value for `key` is kept now.
+    pub fn contains(&self, key: &K) -> bool {
+        self.cache
+            .as_ref()
+            .is_some_and(|cache| cache.contains_key(key))
+    }
+
     /// The value for `key`: kept, joined from an identical read in flight, or loaded now. The flag says
     /// whether this call's own `load` ran (a miss).
     pub async fn get_or_load<F>(
@@ -63,14 +70,28 @@ where
     where
         F: Future<Output = Result<Loaded<V>, MountError>>,
     {
+        self.get_or_load_shared(key, async { load.await.map(Arc::new) })
+            .await
+    }
+
+    /// As [`ValueCache::get_or_load`], for a load whose value is already shared (one answer of a call
+    /// that read several).
+    pub async fn get_or_load_shared<F>(
+        &self,
+        key: K,
+        load: F,
+    ) -> Result<(Arc<Loaded<V>>, bool), MountError>
+    where
+        F: Future<Output = Result<Arc<Loaded<V>>, MountError>>,
+    {
         let Some(cache) = &self.cache else {
-            return load.await.map(|loaded| (Arc::new(loaded), true));
+            return load.await.map(|loaded| (loaded, true));
         };
         let mut loaded_here = false;
         let loaded = cache
             .try_get_with(key.clone(), async {
                 loaded_here = true;
-                load.await.map(Arc::new)
+                load.await
             })
             .await
             .map_err(|e| (*e).clone())?;

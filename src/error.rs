@@ -120,6 +120,30 @@ pub enum Reason {
     BackendThrottled,
     /// A request of the mount got no answer (an internal inconsistency).
     BackendBadAnswer,
+    /// A `jmesPath` expression does not parse.
+    InvalidJmesPath,
+    /// A `jmesPath` expression matched nothing in its secret.
+    JmesPathNoMatch,
+    /// No AWS region: not in the parameters, the provider's flags or the node's label.
+    AwsRegionUnknown,
+    /// The pod's service account has no `eks.amazonaws.com/role-arn` annotation.
+    AwsRoleMissing,
+    /// STS or the Pod Identity Agent refused the pod's token.
+    AwsLoginFailed,
+    /// AWS refused the pod's role access to an object.
+    AwsPermissionDenied,
+    /// AWS refused a request as malformed.
+    AwsBadRequest,
+    /// AWS answered with a server error.
+    AwsUnavailable,
+    /// AWS (or the Pod Identity Agent) could not be reached in time.
+    AwsUnreachable,
+    /// The Kubernetes API could not be reached or refused the provider.
+    KubernetesUnavailable,
+    /// A Kubernetes object the mount needs (service account, node) does not exist.
+    KubernetesObjectNotFound,
+    /// A backend needs a token the driver did not send and the TokenRequest fallback is off.
+    TokenRequestDisabled,
     /// The mount took longer than `--mount-timeout`.
     MountTimeout,
     /// The provider is shutting down (the driver retries).
@@ -128,7 +152,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for documentation and tests of the label set.
-    pub const ALL: [Reason; 50] = [
+    pub const ALL: [Reason; 62] = [
         Reason::InvalidAttributes,
         Reason::InvalidSecrets,
         Reason::InvalidServiceAccountTokens,
@@ -177,6 +201,18 @@ impl Reason {
         Reason::AnswersTooLarge,
         Reason::BackendThrottled,
         Reason::BackendBadAnswer,
+        Reason::InvalidJmesPath,
+        Reason::JmesPathNoMatch,
+        Reason::AwsRegionUnknown,
+        Reason::AwsRoleMissing,
+        Reason::AwsLoginFailed,
+        Reason::AwsPermissionDenied,
+        Reason::AwsBadRequest,
+        Reason::AwsUnavailable,
+        Reason::AwsUnreachable,
+        Reason::KubernetesUnavailable,
+        Reason::KubernetesObjectNotFound,
+        Reason::TokenRequestDisabled,
         Reason::MountTimeout,
         Reason::ProviderStopping,
     ];
@@ -232,6 +268,18 @@ impl Reason {
             Self::AnswersTooLarge => "AnswersTooLarge",
             Self::BackendThrottled => "BackendThrottled",
             Self::BackendBadAnswer => "BackendBadAnswer",
+            Self::InvalidJmesPath => "InvalidJmesPath",
+            Self::JmesPathNoMatch => "JmesPathNoMatch",
+            Self::AwsRegionUnknown => "AwsRegionUnknown",
+            Self::AwsRoleMissing => "AwsRoleMissing",
+            Self::AwsLoginFailed => "AwsLoginFailed",
+            Self::AwsPermissionDenied => "AwsPermissionDenied",
+            Self::AwsBadRequest => "AwsBadRequest",
+            Self::AwsUnavailable => "AwsUnavailable",
+            Self::AwsUnreachable => "AwsUnreachable",
+            Self::KubernetesUnavailable => "KubernetesUnavailable",
+            Self::KubernetesObjectNotFound => "KubernetesObjectNotFound",
+            Self::TokenRequestDisabled => "TokenRequestDisabled",
             Self::MountTimeout => "MountTimeout",
             Self::ProviderStopping => "ProviderStopping",
         }

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod cli;
 pub mod error;
 pub mod file_mode;
+pub mod kubernetes;
 pub mod pod_token;
 pub mod request;
 pub mod response;

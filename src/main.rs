@@ -12,11 +12,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => {
             logging::init(cli.log_format, &cli.log_level).map_err(anyhow::Error::msg)?;
-            server::run(config, server::shutdown_signal()).await?;
+            server::run(*config, server::shutdown_signal()).await?;
         }
         Command::Mount(args) => {
             logging::init(LogFormat::Text, "warn").map_err(anyhow::Error::msg)?;
-            mount::run(args).await?;
+            mount::run(*args).await?;
         }
         Command::Demo(args) => {
             // The demo's own output is the story; provider logs only for warnings.

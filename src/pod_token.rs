@@ -8,10 +8,14 @@
 //! `system:serviceaccount:<namespace>:<name>`. So a pod that sends no token, or another identity's
 //! token, gets the same answer whether the cache is warm or cold.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 use crate::error::{ErrorKind, MountError, MountResult, Reason};
+use crate::kubernetes::{Kubernetes, MintFor};
 use crate::request::{MountRequest, is_namespace_name};
 
 /// Whose login a backend token is: the pod's service account (shared by its pods) or the pod itself.
@@ -105,6 +109,54 @@ pub fn for_audience<'a>(
     Ok(token)
 }
 
+/// Where a backend gets the pod's token: the driver's, or (with `--token-request-fallback`) one minted
+/// for the pod's service account through the Kubernetes API when the driver sent none for the audience.
+/// A minted token is the service account kubelet reported, bound to the pod, so it needs no subject
+/// check.
+#[derive(Clone, Default)]
+pub struct TokenSource {
+    kubernetes: Option<Arc<Kubernetes>>,
+}
+
+impl TokenSource {
+    /// Mints tokens through `kubernetes` when its fallback is on.
+    pub fn new(kubernetes: Option<Arc<Kubernetes>>) -> Self {
+        Self {
+            kubernetes: kubernetes.filter(|k| k.token_request_fallback),
+        }
+    }
+
+    /// The pod's token for `audience` (see [`for_audience`] for the driver's).
+    pub async fn token(
+        &self,
+        request: &MountRequest,
+        caller: &Caller,
+        audience: &str,
+    ) -> MountResult<Zeroizing<String>> {
+        if request.tokens.for_audience(audience).is_some() {
+            return for_audience(request, caller, audience).map(|t| Zeroizing::new(t.to_string()));
+        }
+        let Some(kubernetes) = &self.kubernetes else {
+            return Err(missing_token(request, audience));
+        };
+        let pod = &request.pod;
+        if pod.name.is_empty() || pod.uid.is_empty() {
+            return Err(missing_pod_info(
+                "no pod name or uid, which a minted token is bound to",
+            ));
+        }
+        let mint = MintFor {
+            namespace: &pod.namespace,
+            service_account: &pod.service_account,
+            pod_name: &pod.name,
+            pod_uid: &pod.uid,
+        };
+        kubernetes
+            .mint_token(&mint, audience, request.deadline())
+            .await
+    }
+}
+
 fn missing_token(request: &MountRequest, audience: &str) -> MountError {
     let present: Vec<&str> = request.tokens.audiences().collect();
     MountError::new(
@@ -112,8 +164,8 @@ fn missing_token(request: &MountRequest, audience: &str) -> MountError {
         Reason::MissingServiceAccountToken,
         format!(
             "the driver sent no service-account token for audience {audience:?}: add \
-             `tokenRequests: [{{audience: {audience}}}]` to the CSIDriver secrets-store.csi.k8s.io \
-             (tokens were sent for: {})",
+             `tokenRequests: [{{audience: {audience}}}]` to the CSIDriver secrets-store.csi.k8s.io, \
+             or start the provider with --token-request-fallback (tokens were sent for: {})",
             if present.is_empty() {
                 "none".to_string()
             } else {

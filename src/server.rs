@@ -11,6 +11,8 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::backend::objects::DEFAULT_MAX_OBJECTS;
 use crate::backend::{self, BackendFlags, Backends, BuildError, SharedParts};
+use crate::kubernetes::Kubernetes;
+use crate::pod_token::TokenSource;
 use crate::proto::csi_driver_provider_server::CsiDriverProviderServer;
 use crate::response::DEFAULT_MAX_RESPONSE_BYTES;
 use crate::service::{MountLimits, ProviderService, until_set};
@@ -108,11 +110,14 @@ pub fn build_backends(
     versions: Arc<VersionKey>,
     metrics: &Arc<Metrics>,
 ) -> Result<Backends, ServeError> {
+    let kubernetes = Arc::new(Kubernetes::new(&config.backends.kubernetes));
     let shared = SharedParts {
         versions,
         metrics: metrics.clone(),
         max_objects: config.max_objects,
         max_response_bytes: config.max_response_bytes,
+        tokens: TokenSource::new(Some(kubernetes.clone())),
+        kubernetes,
     };
     Ok(backend::build(&config.backends, &shared)?)
 }

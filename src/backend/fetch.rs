@@ -70,6 +70,45 @@ pub trait Source: Send + Sync + 'static {
         request: &'a Self::Request,
         deadline: Instant,
     ) -> BoxFuture<'a, MountResult<Loaded<Self::Answer>>>;
+
+    /// Whether the backend reads several requests in one call ([`Source::batches`],
+    /// [`Source::fetch_batch`]) instead of one [`Source::fetch`] each.
+    const BATCHES: bool = false;
+
+    /// The backend calls that make `requests` (reads not in the value cache), each a list for one
+    /// [`Source::fetch_batch`]. Only asked when [`Source::BATCHES`].
+    fn batches(requests: Vec<Self::Request>) -> Vec<Vec<Self::Request>> {
+        requests.into_iter().map(|request| vec![request]).collect()
+    }
+
+    /// Makes the requests of one batch in one backend call: an answer or error for each of them (a
+    /// failure of the whole call is that error for each).
+    fn fetch_batch<'a>(
+        &'a self,
+        call: &'a Self::Call,
+        requests: &'a [Self::Request],
+        deadline: Instant,
+    ) -> BoxFuture<'a, Vec<MountResult<Loaded<Self::Answer>>>> {
+        Box::pin(async move {
+            let mut answers = Vec::with_capacity(requests.len());
+            for request in requests {
+                answers.push(self.fetch(call, request, deadline).await);
+            }
+            answers
+        })
+    }
+
+    /// The bytes of the object's key in its answer (`object.key` is set): by default the key of the
+    /// answer's JSON object ([`Answer::keyed`]), strings as they are and other values as JSON.
+    fn cut(
+        object: &PlannedObject<Self::Request>,
+        key: &str,
+        answer: &Self::Answer,
+    ) -> MountResult<Zeroizing<Vec<u8>>> {
+        let what = format!("the secret at {:?}", object.location);
+        let container = answer.keyed().unwrap_or(&Value::Null);
+        transform::value_of_key(container, key, &what)
+    }
 }
 
 /// One object of a mount, as its backend planned it.
@@ -262,7 +301,7 @@ impl<S: Source> FetchPipeline<S> {
             if object.key.is_none() {
                 self.count_file_bytes(&mut file_bytes, answer.value.whole().len())?;
             }
-            let contents = match contents_of(&object, &answer.value) {
+            let contents = match contents_of::<S>(&object, &answer.value) {
                 Ok(contents) => contents,
                 Err(error) if object.optional && is_absent(&error) => continue,
                 Err(error) => return Err(error),
@@ -279,8 +318,9 @@ impl<S: Source> FetchPipeline<S> {
         Ok(response.finish())
     }
 
-    /// Each distinct request of the plan, once, at most `concurrency` at a time. A request of an
-    /// optional object may fail without failing the mount; any other failure ends it.
+    /// Each distinct request of the plan, once, at most `concurrency` backend calls at a time (a call
+    /// makes one request, or one batch where the source batches). A request of an optional object may
+    /// fail without failing the mount; any other failure ends it.
     async fn fetch_distinct(
         &self,
         source: &S,
@@ -292,37 +332,128 @@ impl<S: Source> FetchPipeline<S> {
         for object in plan {
             *required.entry(object.request.clone()).or_default() |= !object.optional;
         }
-        let mut answers = futures_util::stream::iter(required)
-            .map(|(request, required)| async move {
-                let answer = self.fetch_one(source, call, &request, deadline).await;
-                (request, required, answer)
+        let calls = self.calls(call, required.keys().cloned().collect());
+        let required = &required;
+        let mut answers = futures_util::stream::iter(calls)
+            .map(|requests| async move {
+                let answers =
+                    if S::BATCHES && !(requests.len() == 1 && self.is_kept(call, &requests[0])) {
+                        self.fetch_batch(source, call, &requests, deadline).await
+                    } else {
+                        vec![self.fetch_one(source, call, &requests[0], deadline).await]
+                    };
+                requests
+                    .into_iter()
+                    .zip(answers)
+                    .map(|(request, answer)| {
+                        let required = required.get(&request).copied().unwrap_or(true);
+                        (request, required, answer)
+                    })
+                    .collect::<Vec<_>>()
             })
             .buffer_unordered(self.concurrency);
         let mut by_request = HashMap::with_capacity(plan.len());
         let mut held = 0usize;
-        while let Some((request, required, answer)) = answers.next().await {
-            match &answer {
-                Err(error) if required || !is_absent(error) => return Err(error.clone()),
-                Err(_) => {}
-                Ok(loaded) => {
-                    held = held.saturating_add(loaded.value.whole().len());
-                    if held > self.mount_answer_bytes {
-                        return Err(MountError::exhausted(
-                            Reason::AnswersTooLarge,
-                            format!(
-                                "the answers for this mount's {} objects hold more than {} bytes \
-                                 together ({ANSWER_BYTES_PER_RESPONSE_BYTE} × the provider's \
-                                 --max-response-bytes): mount fewer or smaller secrets per volume",
-                                plan.len(),
-                                self.mount_answer_bytes
-                            ),
-                        ));
+        while let Some(results) = answers.next().await {
+            for (request, required, answer) in results {
+                match &answer {
+                    Err(error) if required || !is_absent(error) => return Err(error.clone()),
+                    Err(_) => {}
+                    Ok(loaded) => {
+                        held = held.saturating_add(loaded.value.whole().len());
+                        if held > self.mount_answer_bytes {
+                            return Err(self.answers_too_large(plan.len()));
+                        }
                     }
                 }
+                by_request.insert(request, answer);
             }
-            by_request.insert(request, answer);
         }
         Ok(by_request)
+    }
+
+    /// The backend calls for the distinct requests: one each, or, where the source batches, one each
+    /// for those the value cache holds and the source's batches for the rest.
+    fn calls(&self, call: &S::Call, requests: Vec<S::Request>) -> Vec<Vec<S::Request>> {
+        if !S::BATCHES {
+            return requests.into_iter().map(|request| vec![request]).collect();
+        }
+        let (kept, missing): (Vec<_>, Vec<_>) = requests
+            .into_iter()
+            .partition(|request| self.is_kept(call, request));
+        let mut calls: Vec<Vec<S::Request>> = kept.into_iter().map(|r| vec![r]).collect();
+        calls.extend(
+            S::batches(missing)
+                .into_iter()
+                .filter(|batch| !batch.is_empty()),
+        );
+        calls
+    }
+
+    fn is_kept(&self, call: &S::Call, request: &S::Request) -> bool {
+        S::is_read(request)
+            && self
+                .values
+                .contains(&(S::identity(call).clone(), request.clone()))
+    }
+
+    /// One batch: one backend call, each answer through the value cache (so identical reads in flight
+    /// in other mounts are joined, and the answers kept for later mounts).
+    async fn fetch_batch(
+        &self,
+        source: &S,
+        call: &S::Call,
+        requests: &[S::Request],
+        deadline: Instant,
+    ) -> Vec<MountResult<Arc<Loaded<S::Answer>>>> {
+        let batch = async {
+            let answers = source.fetch_batch(call, requests, deadline).await;
+            Arc::new(
+                answers
+                    .into_iter()
+                    .map(|answer| answer.map(Arc::new))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let batch = futures_util::FutureExt::shared(Box::pin(batch));
+        let each = requests.iter().enumerate().map(|(index, request)| {
+            let batch = batch.clone();
+            async move {
+                let answer_of_batch = async move {
+                    batch.await.get(index).cloned().unwrap_or_else(|| {
+                        Err(MountError::internal(
+                            Reason::BackendBadAnswer,
+                            "a batch call returned fewer answers than it was asked for",
+                        ))
+                    })
+                };
+                if !S::is_read(request) {
+                    return answer_of_batch.await;
+                }
+                let key = (S::identity(call).clone(), request.clone());
+                let (loaded, missed) = self.values.get_or_load_shared(key, answer_of_batch).await?;
+                if self.values.is_on() {
+                    self.metrics.record_cache_lookup(S::NAME, !missed);
+                }
+                if !loaded.cacheable && !missed {
+                    return source.fetch(call, request, deadline).await.map(Arc::new);
+                }
+                Ok(loaded)
+            }
+        });
+        futures_util::future::join_all(each).await
+    }
+
+    fn answers_too_large(&self, objects: usize) -> MountError {
+        MountError::exhausted(
+            Reason::AnswersTooLarge,
+            format!(
+                "the answers for this mount's {objects} objects hold more than {} bytes \
+                 together ({ANSWER_BYTES_PER_RESPONSE_BYTE} × the provider's \
+                 --max-response-bytes): mount fewer or smaller secrets per volume",
+                self.mount_answer_bytes
+            ),
+        )
     }
 
     /// One distinct request: reads through the value cache, writes straight to the backend.
@@ -388,18 +519,23 @@ fn is_absent(error: &MountError) -> bool {
     error.kind == ErrorKind::NotFound
 }
 
-/// An object's file from its request's answer: the whole answer, or one key of it, decoded.
-fn contents_of<R>(
-    object: &PlannedObject<R>,
-    answer: &impl Answer,
+/// An object's file from its request's answer: the whole answer, or its key as the source cuts it,
+/// decoded as the object's `encoding` says.
+fn contents_of<S: Source>(
+    object: &PlannedObject<S::Request>,
+    answer: &S::Answer,
 ) -> MountResult<Zeroizing<Vec<u8>>> {
-    let Some(key) = &object.key else {
-        return Ok(Zeroizing::new(answer.whole().to_vec()));
+    let (raw, what) = match &object.key {
+        None => (
+            Zeroizing::new(answer.whole().to_vec()),
+            format!("the secret at {:?}", object.location),
+        ),
+        Some(key) => (
+            S::cut(object, key, answer)?,
+            format!("key {key:?} of the secret at {:?}", object.location),
+        ),
     };
-    let what = format!("the secret at {:?}", object.location);
-    let container = answer.keyed().unwrap_or(&Value::Null);
-    let raw = transform::value_of_key(container, key, &what)?;
-    transform::decode(object.encoding, raw, &format!("key {key:?} of {what}"))
+    transform::decode(object.encoding, raw, &what)
 }
 
 #[cfg(test)]
@@ -664,6 +800,107 @@ mod tests {
             .collect();
         let error = small.run(&source, &"sa", many, deadline).await.unwrap_err();
         assert_eq!(error.reason, "ResponseTooLarge");
+    }
+
+    /// [`Table`], read two requests per backend call.
+    struct Pairs {
+        table: Table,
+        batches: Mutex<Vec<Vec<&'static str>>>,
+    }
+
+    impl Source for Pairs {
+        type Request = &'static str;
+        type Identity = &'static str;
+        type Call = &'static str;
+        type Answer = JsonAnswer;
+        const NAME: &'static str = "pairs";
+        const BATCHES: bool = true;
+
+        fn identity(call: &Self::Call) -> &Self::Identity {
+            call
+        }
+        fn is_read(request: &Self::Request) -> bool {
+            Table::is_read(request)
+        }
+        fn fetch<'a>(
+            &'a self,
+            call: &'a Self::Call,
+            request: &'a Self::Request,
+            deadline: Instant,
+        ) -> BoxFuture<'a, MountResult<Loaded<JsonAnswer>>> {
+            self.table.fetch(call, request, deadline)
+        }
+        fn batches(mut requests: Vec<&'static str>) -> Vec<Vec<&'static str>> {
+            requests.sort();
+            requests.chunks(2).map(|c| c.to_vec()).collect()
+        }
+        fn fetch_batch<'a>(
+            &'a self,
+            call: &'a Self::Call,
+            requests: &'a [&'static str],
+            deadline: Instant,
+        ) -> BoxFuture<'a, Vec<MountResult<Loaded<JsonAnswer>>>> {
+            Box::pin(async move {
+                self.batches.lock().unwrap().push(requests.to_vec());
+                let mut answers = Vec::new();
+                for request in requests {
+                    answers.push(self.table.fetch(call, request, deadline).await);
+                }
+                answers
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn batching_sources_read_misses_in_batches_and_keep_their_answers() {
+        let source = Pairs {
+            table: table(),
+            batches: Mutex::new(Vec::new()),
+        };
+        let plan = || {
+            vec![
+                object("a", "app", Some("a")),
+                object("k", "kv2", Some("k")),
+                object("u", "lease", Some("user")),
+                object("w", "app", None),
+            ]
+        };
+        let pipeline: FetchPipeline<Pairs> = FetchPipeline::new(
+            PipelineSettings {
+                concurrency: 8,
+                cache_ttl: Duration::from_secs(60),
+                cache_bytes: 1 << 20,
+                max_response_bytes: 1 << 20,
+            },
+            Arc::new(VersionKey::random().unwrap()),
+            Arc::new(Metrics::default()),
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let response = pipeline
+            .run(&source, &"sa", plan(), deadline)
+            .await
+            .unwrap();
+        assert_eq!(contents(&response, "a"), "1");
+        assert_eq!(contents(&response, "u"), "u");
+        assert_eq!(
+            *source.batches.lock().unwrap(),
+            [vec!["app", "kv2"], vec!["lease"]],
+            "three distinct reads, two calls"
+        );
+        // Kept answers are not asked again; the leased one is.
+        source.batches.lock().unwrap().clear();
+        pipeline
+            .run(&source, &"sa", plan(), deadline)
+            .await
+            .unwrap();
+        assert_eq!(*source.batches.lock().unwrap(), [vec!["lease"]]);
+        // Another identity has nothing kept.
+        source.batches.lock().unwrap().clear();
+        pipeline
+            .run(&source, &"sa-2", plan(), deadline)
+            .await
+            .unwrap();
+        assert_eq!(source.batches.lock().unwrap().len(), 2);
     }
 
     #[test]

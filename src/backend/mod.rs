@@ -6,6 +6,8 @@
 //! ([`BackendFlags`]: one group per backend, behind its cargo feature, plus [`FetchFlags`] they share);
 //! `serve` calls it, and so will every other mode that fetches.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod fetch;
 pub mod file;
 pub mod file_root;
@@ -20,7 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{MountError, MountResult, Reason};
-use crate::pod_token::LoginScope;
+use crate::kubernetes::{Kubernetes, KubernetesFlags};
+use crate::pod_token::{LoginScope, TokenSource};
 use crate::request::{BACKEND_PARAMETER, MountRequest};
 use crate::response::MountResponse;
 use crate::telemetry::metrics::Metrics;
@@ -37,6 +40,11 @@ pub struct BackendFlags {
     #[cfg(feature = "vault")]
     #[command(flatten)]
     pub vault: vault::VaultFlags,
+    #[cfg(feature = "aws")]
+    #[command(flatten)]
+    pub aws: aws::AwsFlags,
+    #[command(flatten)]
+    pub kubernetes: KubernetesFlags,
 }
 
 /// Flags every remote backend shares: caching, timeouts, identity, and what pods may ask of TLS.
@@ -90,6 +98,10 @@ pub struct SharedParts {
     pub metrics: Arc<Metrics>,
     pub max_objects: usize,
     pub max_response_bytes: usize,
+    /// The Kubernetes API client (made at its first use).
+    pub kubernetes: Arc<Kubernetes>,
+    /// Where backends get the pod's tokens (the driver's, or minted with the TokenRequest fallback).
+    pub tokens: TokenSource,
 }
 
 /// Why the backends could not be built from the flags.
@@ -137,6 +149,12 @@ pub fn build(flags: &BackendFlags, shared: &SharedParts) -> Result<Backends, Bui
             &flags.vault,
             &flags.fetch,
             tls_files_dir,
+            shared,
+        )?),
+        #[cfg(feature = "aws")]
+        Arc::new(aws::AwsBackend::from_flags(
+            &flags.aws,
+            &flags.fetch,
             shared,
         )?),
     ]))

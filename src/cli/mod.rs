@@ -40,9 +40,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the provider protocol on a Unix socket (what the DaemonSet runs).
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Call Mount on a provider socket the way the driver does and write the files the way it does.
-    Mount(mount::MountArgs),
+    Mount(Box<mount::MountArgs>),
     /// Run the provider with the file backend and mount example OpenClaw keys, all locally.
     Demo(demo::DemoArgs),
     /// Check a SecretProviderClass offline against this provider and its flags (exit 1 on findings).

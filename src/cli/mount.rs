@@ -209,7 +209,17 @@ fn split_pair<'a>(text: &'a str, flag: &str) -> Result<(&'a str, &'a str), Mount
 fn read_spc(path: &std::path::Path) -> Result<SecretProviderClass, MountCliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| MountCliError::Input(format!("cannot read {}: {e}", path.display())))?;
-    let spc: SecretProviderClass = serde_saphyr::from_str(&text).map_err(|e| {
+    // A file may hold more documents (a ServiceAccount beside the class, as the examples do).
+    let documents: Vec<&str> = text.split("\n---").collect();
+    let document = documents
+        .iter()
+        .find(|d| {
+            d.lines()
+                .any(|l| l.trim_end() == "kind: SecretProviderClass")
+        })
+        .copied()
+        .unwrap_or(&text);
+    let spc: SecretProviderClass = serde_saphyr::from_str(document).map_err(|e| {
         MountCliError::Input(format!(
             "{} is not a SecretProviderClass: {}",
             path.display(),

@@ -2,9 +2,12 @@
 //! builds Mount requests the way the driver does, and finds the test tools the test command installs.
 #![allow(dead_code)]
 
+pub mod fake_kube;
 #[cfg(feature = "vault")]
 pub mod hostile_vault;
 pub mod identity;
+#[cfg(feature = "aws")]
+pub mod moto;
 #[cfg(feature = "vault")]
 pub mod openbao;
 
@@ -59,6 +62,11 @@ impl Provider {
     /// Starts `serve` with a file root, a health port and any extra flags, and waits until it is ready.
     /// A health port another test took between [`free_port`] and the bind is replaced by a new one.
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// [`Provider::start`] with extra environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("sock").join("openclaw.sock");
         let root = dir.path().join("root");
@@ -74,12 +82,13 @@ impl Provider {
         };
         for attempt in 1..=5 {
             provider.health = format!("127.0.0.1:{}", free_port());
-            provider.child = Some(spawn_serve(
+            provider.child = Some(spawn_serve_with_env(
                 &provider.socket,
                 &provider.root,
                 &provider.health,
                 &provider.log,
                 extra,
+                env,
             ));
             if provider.wait_ready() {
                 return provider;
@@ -206,8 +215,21 @@ impl Drop for Provider {
 
 /// Starts `serve` without waiting for it.
 pub fn spawn_serve(socket: &Path, root: &Path, health: &str, log: &Path, extra: &[&str]) -> Child {
+    spawn_serve_with_env(socket, root, health, log, extra, &[])
+}
+
+/// [`spawn_serve`] with extra environment variables.
+pub fn spawn_serve_with_env(
+    socket: &Path,
+    root: &Path,
+    health: &str,
+    log: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Child {
     let log_file = fs::File::create(log).expect("log file");
     Command::new(BINARY)
+        .envs(env.iter().copied())
         .arg("serve")
         .arg("--socket")
         .arg(socket)

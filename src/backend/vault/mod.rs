@@ -1,7 +1,8 @@
 //! The `vault` backend: HashiCorp Vault and OpenBao, read as the pod's own identity.
 //!
 //! Parameters ([`params`]) accept the official Vault and OpenBao providers' names. One mount: check the
-//! parameters and objects, check that the pod presented its own token ([`crate::pod_token`]), log in as
+//! parameters and objects, take the pod's own token ([`crate::pod_token`]: the driver's, checked, or minted with
+//! the TokenRequest fallback), log in as
 //! the pod ([`auth`], one login per identity), then hand the objects to the shared fetch pipeline
 //! ([`super::fetch`]): each distinct (path, method, arguments) request once, concurrently, through the
 //! identity-keyed value cache (reads only), each object's key cut out of its answer. Versions: KV v2's
@@ -33,7 +34,7 @@ use super::{Backend, BoxFuture, BuildError, FetchFlags, SharedParts};
 use crate::cache::Loaded;
 use crate::error::{ErrorKind, MountError, MountResult, Reason};
 use crate::file_mode::FileMode;
-use crate::pod_token::{self, Caller, LoginScope};
+use crate::pod_token::{Caller, LoginScope, TokenSource};
 use crate::request::MountRequest;
 use crate::response::MountResponse;
 use crate::telemetry::metrics::Metrics;
@@ -243,6 +244,7 @@ pub struct VaultBackend {
     source: VaultSource,
     pipeline: FetchPipeline<VaultSource>,
     objects: ObjectListCache<VaultObject>,
+    tokens: TokenSource,
 }
 
 impl VaultBackend {
@@ -258,10 +260,16 @@ impl VaultBackend {
             settings,
             shared.versions.clone(),
             shared.metrics.clone(),
+            shared.tokens.clone(),
         ))
     }
 
-    pub fn new(settings: VaultSettings, versions: Arc<VersionKey>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        settings: VaultSettings,
+        versions: Arc<VersionKey>,
+        metrics: Arc<Metrics>,
+        tokens: TokenSource,
+    ) -> Self {
         let pipeline = FetchPipeline::new(
             PipelineSettings {
                 concurrency: settings.concurrency,
@@ -287,6 +295,7 @@ impl VaultBackend {
             },
             pipeline,
             objects: ObjectListCache::new(settings.max_objects),
+            tokens,
             settings,
         }
     }
@@ -304,7 +313,12 @@ impl VaultBackend {
                     mode: FileMode::or_default(object.file_permission, request.default_mode),
                     optional: object.optional,
                     key: object.secret_key.clone(),
-                    encoding: object.encoding,
+                    // Vault decodes a key's value; a whole answer is written as Vault sent it.
+                    encoding: if object.secret_key.is_some() {
+                        object.encoding
+                    } else {
+                        transform::Encoding::Utf8
+                    },
                     location: object.secret_path.clone(),
                     request: SecretRequest::of(index, object)?,
                 })
@@ -317,10 +331,13 @@ impl VaultBackend {
         let plan = self.plan(request)?;
         let caller = Caller::of(request, self.settings.login_scope)?;
         // Checked on every mount, cache or no cache (see crate::pod_token).
-        let jwt = pod_token::for_audience(request, &caller, &params.audience)?;
+        let jwt = self
+            .tokens
+            .token(request, &caller, &params.audience)
+            .await?;
         let call = VaultMount {
             identity: Identity::of(&params, &caller),
-            jwt: Zeroizing::new(jwt.to_string()),
+            jwt,
             params,
         };
         self.pipeline

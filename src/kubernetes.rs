@@ -1,0 +1,341 @@
+//! The provider's Kubernetes API client: what mounts need to read from the cluster (a service account's
+//! annotations, the node's labels) and the TokenRequest fallback that mints a pod's token when the
+//! driver sent none.
+//!
+//! The client is made at its first use (so a provider whose mounts never need the API runs without one),
+//! from `--kubeconfig` or, without it, the standard inference (`$KUBECONFIG`, then the in-cluster service
+//! account). Requests pass a client-side rate limit (`--kube-api-qps`, `--kube-api-burst`) that waits
+//! only as long as the mount's deadline allows, then fails with a message saying so (the AWS provider's
+//! users met "rate: Wait(n=1) would exceed context deadline" instead). Service-account annotations are
+//! kept for [`ANNOTATION_TTL`], node labels for the provider's life (the node is the provider's own).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use kube::api::{Api, PostParams};
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use crate::error::{ErrorKind, MountError, MountResult, Reason};
+
+/// How long a service account's annotations are kept (a changed role reaches mounts this much later).
+pub const ANNOTATION_TTL: Duration = Duration::from_secs(30);
+/// Lifetime asked for a minted token (the API server's minimum is 10 minutes).
+pub const MINTED_TOKEN_SECONDS: i64 = 600;
+
+/// The Kubernetes client's flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KubernetesFlags {
+    /// Kubeconfig file for the Kubernetes API (default: $KUBECONFIG, then the in-cluster service account).
+    #[arg(long, env = "OPENCLAW_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubernetes API requests per second, on average (client-side limit).
+    #[arg(long, env = "OPENCLAW_KUBE_API_QPS", default_value_t = 20.0)]
+    pub kube_api_qps: f64,
+    /// Kubernetes API requests allowed at once above the average.
+    #[arg(long, env = "OPENCLAW_KUBE_API_BURST", default_value_t = 40)]
+    pub kube_api_burst: u32,
+    /// When the driver sent no token for an audience a backend needs, mint one for the pod's service
+    /// account (TokenRequest bound to the pod). Needs RBAC `serviceaccounts/token: create`, which lets a
+    /// compromised node mint any service account's token: prefer the CSIDriver's `tokenRequests`.
+    #[arg(
+        long,
+        env = "OPENCLAW_TOKEN_REQUEST_FALLBACK",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        default_value = "false",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub token_request_fallback: bool,
+}
+
+/// A token bucket: `qps` per second, up to `burst` at once.
+struct RateLimit {
+    qps: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimit {
+    fn new(qps: f64, burst: u32) -> Self {
+        let qps = if qps.is_finite() && qps > 0.0 {
+            qps
+        } else {
+            1.0
+        };
+        let burst = f64::from(burst.max(1));
+        Self {
+            qps,
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// Takes one request's turn, waiting for it; `None` when the wait would pass `deadline`.
+    async fn acquire(&self, deadline: Instant) -> Option<()> {
+        let wait = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let elapsed = now.saturating_duration_since(state.1).as_secs_f64();
+            state.0 = (state.0 + elapsed * self.qps).min(self.burst);
+            state.1 = now;
+            let wait = if state.0 >= 1.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64((1.0 - state.0) / self.qps)
+            };
+            if now + wait > deadline {
+                return None;
+            }
+            state.0 -= 1.0;
+            wait
+        };
+        tokio::time::sleep(wait).await;
+        Some(())
+    }
+}
+
+/// The provider's Kubernetes API client.
+pub struct Kubernetes {
+    kubeconfig: Option<PathBuf>,
+    client: OnceCell<kube::Client>,
+    limit: RateLimit,
+    annotations:
+        moka::future::Cache<(String, String), Arc<std::collections::BTreeMap<String, String>>>,
+    node_labels: moka::future::Cache<String, Arc<std::collections::BTreeMap<String, String>>>,
+    pub token_request_fallback: bool,
+}
+
+fn unavailable(message: impl std::fmt::Display) -> MountError {
+    MountError::new(
+        ErrorKind::Unavailable,
+        Reason::KubernetesUnavailable,
+        message,
+    )
+}
+
+impl Kubernetes {
+    pub fn new(flags: &KubernetesFlags) -> Self {
+        Self {
+            kubeconfig: flags.kubeconfig.clone(),
+            client: OnceCell::new(),
+            limit: RateLimit::new(flags.kube_api_qps, flags.kube_api_burst),
+            annotations: moka::future::Cache::builder()
+                .time_to_live(ANNOTATION_TTL)
+                .max_capacity(10_000)
+                .build(),
+            node_labels: moka::future::Cache::builder().max_capacity(16).build(),
+            token_request_fallback: flags.token_request_fallback,
+        }
+    }
+
+    async fn client(&self) -> MountResult<kube::Client> {
+        self.client
+            .get_or_try_init(|| async {
+                let config = match &self.kubeconfig {
+                    Some(path) => {
+                        let file = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                            unavailable(format!(
+                                "the provider's --kubeconfig {} is unusable: {e}",
+                                path.display()
+                            ))
+                        })?;
+                        kube::Config::from_custom_kubeconfig(file, &Default::default())
+                            .await
+                            .map_err(|e| {
+                                unavailable(format!(
+                                    "the provider's --kubeconfig {} is unusable: {e}",
+                                    path.display()
+                                ))
+                            })?
+                    }
+                    None => kube::Config::infer().await.map_err(|e| {
+                        unavailable(format!(
+                            "the provider has no Kubernetes API configuration (in-cluster or \
+                             --kubeconfig): {e}"
+                        ))
+                    })?,
+                };
+                kube::Client::try_from(config)
+                    .map_err(|e| unavailable(format!("the Kubernetes API client failed: {e}")))
+            })
+            .await
+            .cloned()
+    }
+
+    async fn turn(&self, deadline: Instant) -> MountResult<()> {
+        self.limit.acquire(deadline).await.ok_or_else(|| {
+            MountError::new(
+                ErrorKind::DeadlineExceeded,
+                Reason::KubernetesUnavailable,
+                "the provider's Kubernetes API rate limit (--kube-api-qps, --kube-api-burst) \
+                 would delay this mount past its deadline: raise the limits",
+            )
+        })
+    }
+
+    /// The annotations of service account `namespace/name`.
+    pub async fn service_account_annotations(
+        &self,
+        namespace: &str,
+        name: &str,
+        deadline: Instant,
+    ) -> MountResult<Arc<std::collections::BTreeMap<String, String>>> {
+        let key = (namespace.to_string(), name.to_string());
+        self.annotations
+            .try_get_with(key, async {
+                self.turn(deadline).await?;
+                let api: Api<ServiceAccount> = Api::namespaced(self.client().await?, namespace);
+                let what = format!("service account {namespace}/{name}");
+                let account = bounded(deadline, &what, api.get(name)).await?;
+                Ok(Arc::new(account.metadata.annotations.unwrap_or_default()))
+            })
+            .await
+            .map_err(|e: Arc<MountError>| (*e).clone())
+    }
+
+    /// The labels of node `name`.
+    pub async fn node_labels(
+        &self,
+        name: &str,
+        deadline: Instant,
+    ) -> MountResult<Arc<std::collections::BTreeMap<String, String>>> {
+        self.node_labels
+            .try_get_with(name.to_string(), async {
+                self.turn(deadline).await?;
+                let api: Api<Node> = Api::all(self.client().await?);
+                let node = bounded(deadline, &format!("node {name}"), api.get(name)).await?;
+                Ok(Arc::new(node.metadata.labels.unwrap_or_default()))
+            })
+            .await
+            .map_err(|e: Arc<MountError>| (*e).clone())
+    }
+
+    /// Mints a token of service account `namespace/account` for `audience`, bound to the pod (by name
+    /// and uid, so it dies with the pod) and short-lived.
+    pub async fn mint_token(
+        &self,
+        pod: &MintFor<'_>,
+        audience: &str,
+        deadline: Instant,
+    ) -> MountResult<Zeroizing<String>> {
+        self.turn(deadline).await?;
+        let api: Api<ServiceAccount> = Api::namespaced(self.client().await?, pod.namespace);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![audience.to_string()],
+                expiration_seconds: Some(MINTED_TOKEN_SECONDS),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: Some(pod.pod_name.to_string()),
+                    uid: Some(pod.pod_uid.to_string()),
+                }),
+            },
+            ..Default::default()
+        };
+        let what = format!(
+            "a token of service account {}/{} (TokenRequest)",
+            pod.namespace, pod.service_account
+        );
+        let minted = bounded(
+            deadline,
+            &what,
+            api.create_token_request(pod.service_account, &PostParams::default(), &request),
+        )
+        .await?;
+        let token = minted
+            .status
+            .map(|s| s.token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                unavailable(format!("the Kubernetes API returned no token for {what}"))
+            })?;
+        Ok(Zeroizing::new(token))
+    }
+}
+
+/// The pod a minted token is for.
+pub struct MintFor<'a> {
+    pub namespace: &'a str,
+    pub service_account: &'a str,
+    pub pod_name: &'a str,
+    pub pod_uid: &'a str,
+}
+
+/// One API call, within the mount's deadline, its failure as a mount error.
+async fn bounded<T>(
+    deadline: Instant,
+    what: &str,
+    call: impl Future<Output = kube::Result<T>>,
+) -> MountResult<T> {
+    match tokio::time::timeout_at(deadline, call).await {
+        Err(_) => Err(MountError::new(
+            ErrorKind::DeadlineExceeded,
+            Reason::KubernetesUnavailable,
+            format!("the Kubernetes API did not answer in time reading {what}"),
+        )),
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(api_error(what, error)),
+    }
+}
+
+fn api_error(what: &str, error: kube::Error) -> MountError {
+    match error {
+        kube::Error::Api(status) if status.code == 404 => MountError::new(
+            ErrorKind::FailedPrecondition,
+            Reason::KubernetesObjectNotFound,
+            format!("{what} does not exist"),
+        ),
+        kube::Error::Api(status) if status.code == 401 || status.code == 403 => MountError::new(
+            ErrorKind::PermissionDenied,
+            Reason::KubernetesUnavailable,
+            format!(
+                "the Kubernetes API refused the provider reading {what} ({}): check the provider's \
+                 RBAC",
+                status.code
+            ),
+        ),
+        kube::Error::Api(status) => unavailable(format!(
+            "the Kubernetes API answered {} reading {what}",
+            status.code
+        )),
+        other => unavailable(format!(
+            "the Kubernetes API could not be reached reading {what}: {}",
+            short(&other.to_string())
+        )),
+    }
+}
+
+fn short(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_limit_waits_within_the_deadline_and_refuses_past_it() {
+        let limit = RateLimit::new(10.0, 2);
+        let far = Instant::now() + Duration::from_secs(10);
+        let start = Instant::now();
+        for _ in 0..4 {
+            limit.acquire(far).await.unwrap();
+        }
+        // Two at once, then one every 100 ms.
+        assert_eq!(Instant::now() - start, Duration::from_millis(200));
+        let near = Instant::now() + Duration::from_millis(10);
+        assert!(limit.acquire(near).await.is_none());
+        assert!(limit.acquire(far).await.is_some());
+    }
+}

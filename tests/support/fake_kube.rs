@@ -1,0 +1,348 @@
+//! An in-repo fake of the Kubernetes API for what the provider uses (no kube-apiserver can be installed
+//! here), written from the Kubernetes API reference: core/v1 ServiceAccounts (get), their `token`
+//! subresource (TokenRequest, authentication.k8s.io/v1: audiences required, `expirationSeconds` at least
+//! 600, a `boundObjectRef` to a Pod must name it), Nodes (get) and Secrets (get, create: 409
+//! AlreadyExists on a second create). Failures are `Status` objects with the documented `reason` and
+//! `code`; every object carries a `resourceVersion` from one counter. Requests need the bearer token of
+//! the kubeconfig the fake writes (401 otherwise). Every request is logged, for counting.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+
+/// The bearer token the fake's kubeconfig carries.
+pub const PROVIDER_TOKEN: &str = "fake-provider-token";
+
+#[derive(Default)]
+pub struct KubeState {
+    pub service_accounts: HashMap<(String, String), Value>,
+    pub nodes: HashMap<String, Value>,
+    pub secrets: HashMap<(String, String), Value>,
+    /// `METHOD path` of every request.
+    pub requests: Vec<String>,
+    /// The TokenRequest bodies the fake answered.
+    pub minted: Vec<Value>,
+    resource_version: u64,
+}
+
+impl KubeState {
+    fn next_version(&mut self) -> String {
+        self.resource_version += 1;
+        self.resource_version.to_string()
+    }
+}
+
+/// A running fake API server.
+pub struct FakeKube {
+    pub url: String,
+    pub state: Arc<Mutex<KubeState>>,
+    pub kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+type Shared = Arc<Mutex<KubeState>>;
+
+impl FakeKube {
+    /// Starts the fake on a loopback port, on a thread of its own, and writes its kubeconfig.
+    pub fn start() -> Self {
+        let state: Shared = Arc::default();
+        let app = axum::Router::new()
+            .route(
+                "/api/v1/namespaces/{ns}/serviceaccounts/{name}",
+                get(get_service_account),
+            )
+            .route(
+                "/api/v1/namespaces/{ns}/serviceaccounts/{name}/token",
+                post(create_token),
+            )
+            .route("/api/v1/nodes/{name}", get(get_node))
+            .route("/api/v1/namespaces/{ns}/secrets/{name}", get(get_secret))
+            .route("/api/v1/namespaces/{ns}/secrets", post(create_secret))
+            .fallback(unknown)
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                authenticate,
+            ))
+            .with_state(state.clone());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let _ = axum::serve(listener, app).await;
+            });
+        });
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n\
+                 users:\n- name: provider\n  user:\n    token: {PROVIDER_TOKEN}\ncontexts:\n- name: fake\n  \
+                 context:\n    cluster: fake\n    user: provider\n    namespace: default\n\
+                 current-context: fake\n"
+            ),
+        )
+        .expect("kubeconfig");
+        Self {
+            url,
+            state,
+            kubeconfig,
+            _dir: dir,
+        }
+    }
+
+    /// Adds (or replaces) a service account with annotations.
+    pub fn add_service_account(&self, namespace: &str, name: &str, annotations: &[(&str, &str)]) {
+        let mut state = self.state.lock().unwrap();
+        let version = state.next_version();
+        let annotations: serde_json::Map<String, Value> = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect();
+        state.service_accounts.insert(
+            (namespace.into(), name.into()),
+            json!({
+                "apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}"),
+                             "resourceVersion": version, "annotations": annotations}
+            }),
+        );
+    }
+
+    pub fn add_node(&self, name: &str, labels: &[(&str, &str)]) {
+        let mut state = self.state.lock().unwrap();
+        let version = state.next_version();
+        let labels: serde_json::Map<String, Value> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect();
+        state.nodes.insert(
+            name.into(),
+            json!({"apiVersion": "v1", "kind": "Node",
+                   "metadata": {"name": name, "resourceVersion": version, "labels": labels}}),
+        );
+    }
+
+    /// How many requests matched `METHOD path-prefix`.
+    pub fn count(&self, prefix: &str) -> usize {
+        let state = self.state.lock().unwrap();
+        state
+            .requests
+            .iter()
+            .filter(|r| r.starts_with(prefix))
+            .count()
+    }
+}
+
+async fn authenticate(
+    State(state): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    state
+        .lock()
+        .unwrap()
+        .requests
+        .push(format!("{method} {}", uri.path()));
+    let expected = format!("Bearer {PROVIDER_TOKEN}");
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+        return status(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized",
+            None,
+        );
+    }
+    next.run(request).await
+}
+
+/// A `Status` failure as the API server writes it.
+pub fn status(code: StatusCode, reason: &str, message: &str, details: Option<Value>) -> Response {
+    let mut body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()
+    });
+    if let Some(details) = details {
+        body["details"] = details;
+    }
+    (code, Json(body)).into_response()
+}
+
+fn not_found(kind: &str, name: &str) -> Response {
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!("{kind} \"{name}\" not found"),
+        Some(json!({"name": name, "kind": kind})),
+    )
+}
+
+async fn unknown(method: Method, uri: Uri) -> Response {
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!(
+            "the server could not find the requested resource ({method} {})",
+            uri.path()
+        ),
+        None,
+    )
+}
+
+async fn get_service_account(
+    State(state): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    match state
+        .lock()
+        .unwrap()
+        .service_accounts
+        .get(&(ns, name.clone()))
+    {
+        Some(account) => Json(account.clone()).into_response(),
+        None => not_found("serviceaccounts", &name),
+    }
+}
+
+async fn get_node(State(state): State<Shared>, Path(name): Path<String>) -> Response {
+    match state.lock().unwrap().nodes.get(&name) {
+        Some(node) => Json(node.clone()).into_response(),
+        None => not_found("nodes", &name),
+    }
+}
+
+fn invalid(kind: &str, name: &str, message: &str) -> Response {
+    status(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        &format!("{kind} \"{name}\" is invalid: {message}"),
+        Some(json!({"name": name, "kind": kind})),
+    )
+}
+
+async fn create_token(
+    State(state): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body is not JSON",
+            None,
+        );
+    };
+    let mut state = state.lock().unwrap();
+    if !state
+        .service_accounts
+        .contains_key(&(ns.clone(), name.clone()))
+    {
+        return not_found("serviceaccounts", &name);
+    }
+    let spec = &request["spec"];
+    let audiences: Vec<String> = spec["audiences"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let expiry = spec["expirationSeconds"].as_i64().unwrap_or(3600);
+    if expiry < 600 {
+        return invalid(
+            "TokenRequest",
+            &name,
+            "spec.expirationSeconds: Invalid value: may not specify a duration less than 10 minutes",
+        );
+    }
+    let bound = &spec["boundObjectRef"];
+    if !bound.is_null()
+        && (bound["kind"] != "Pod" || bound["name"].as_str().unwrap_or("").is_empty())
+    {
+        return invalid(
+            "TokenRequest",
+            &name,
+            "spec.boundObjectRef: must name a Pod",
+        );
+    }
+    let claims = json!({
+        "aud": audiences,
+        "sub": format!("system:serviceaccount:{ns}:{name}"),
+        "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": name},
+                          "pod": {"name": bound["name"], "uid": bound["uid"]}},
+    });
+    let token = format!(
+        "{}.{}.fake-signature",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    state.minted.push(request.clone());
+    let mut answer = request;
+    answer["status"] = json!({"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"});
+    (StatusCode::CREATED, Json(answer)).into_response()
+}
+
+async fn get_secret(
+    State(state): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    match state.lock().unwrap().secrets.get(&(ns, name.clone())) {
+        Some(secret) => Json(secret.clone()).into_response(),
+        None => not_found("secrets", &name),
+    }
+}
+
+async fn create_secret(
+    State(state): State<Shared>,
+    Path(ns): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Ok(mut secret) = serde_json::from_slice::<Value>(&body) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body is not JSON",
+            None,
+        );
+    };
+    let Some(name) = secret["metadata"]["name"].as_str().map(String::from) else {
+        return invalid("Secret", "", "metadata.name: Required value");
+    };
+    let mut state = state.lock().unwrap();
+    if state.secrets.contains_key(&(ns.clone(), name.clone())) {
+        return status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            &format!("secrets \"{name}\" already exists"),
+            Some(json!({"name": name, "kind": "secrets"})),
+        );
+    }
+    let version = state.next_version();
+    secret["metadata"]["namespace"] = json!(ns);
+    secret["metadata"]["resourceVersion"] = json!(version);
+    secret["metadata"]["uid"] = json!(format!("uid-secret-{name}"));
+    state.secrets.insert((ns, name), secret.clone());
+    (StatusCode::CREATED, Json(secret)).into_response()
+}
