@@ -13,8 +13,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use k8s_openapi::api::core::v1::{Node, Secret, ServiceAccount};
 use kube::api::{Api, PostParams};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
@@ -257,6 +258,76 @@ impl Kubernetes {
             })?;
         Ok(Zeroizing::new(token))
     }
+}
+
+/// The data key of the HMAC key Secret.
+pub const VERSION_KEY_FIELD: &str = "key";
+
+impl Kubernetes {
+    /// The object-version key kept in Secret `namespace/name`: read, or created with `fresh` when it does
+    /// not exist (a provider on another node that created it first wins: its key is read back).
+    pub async fn version_key_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        fresh: Zeroizing<Vec<u8>>,
+        deadline: Instant,
+    ) -> MountResult<Zeroizing<Vec<u8>>> {
+        let api: Api<Secret> = Api::namespaced(self.client().await?, namespace);
+        let what = format!("the HMAC key Secret {namespace}/{name}");
+        for _ in 0..3 {
+            self.turn(deadline).await?;
+            if let Some(secret) = bounded(deadline, &what, api.get_opt(name)).await? {
+                return key_of(&what, secret);
+            }
+            let secret = Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.to_string()),
+                    namespace: Some(namespace.to_string()),
+                    labels: Some(
+                        [(
+                            "app.kubernetes.io/managed-by".to_string(),
+                            crate::RUNTIME_NAME.to_string(),
+                        )]
+                        .into(),
+                    ),
+                    ..Default::default()
+                },
+                type_: Some("Opaque".into()),
+                data: Some([(VERSION_KEY_FIELD.to_string(), ByteString(fresh.to_vec()))].into()),
+                ..Default::default()
+            };
+            self.turn(deadline).await?;
+            match tokio::time::timeout_at(deadline, api.create(&PostParams::default(), &secret))
+                .await
+            {
+                Err(_) => break,
+                Ok(Ok(_)) => return Ok(fresh),
+                // Another node created it between our read and our create: read it again.
+                Ok(Err(kube::Error::Api(status))) if status.code == 409 => continue,
+                Ok(Err(error)) => return Err(api_error(&what, error)),
+            }
+        }
+        Err(unavailable(format!(
+            "{what} could not be read or created in time"
+        )))
+    }
+}
+
+fn key_of(what: &str, secret: Secret) -> MountResult<Zeroizing<Vec<u8>>> {
+    let key = secret
+        .data
+        .and_then(|mut data| data.remove(VERSION_KEY_FIELD))
+        .map(|bytes| Zeroizing::new(bytes.0))
+        .ok_or_else(|| unavailable(format!("{what} has no data key {VERSION_KEY_FIELD:?}")))?;
+    if key.len() < crate::version_hmac::MIN_KEY_BYTES {
+        return Err(unavailable(format!(
+            "{what} holds a key of {} bytes; it needs at least {}",
+            key.len(),
+            crate::version_hmac::MIN_KEY_BYTES
+        )));
+    }
+    Ok(key)
 }
 
 /// The pod a minted token is for.

@@ -39,8 +39,17 @@ pub struct ServeConfig {
     pub health_addr: String,
     /// File holding the key for object-version HMACs (created with a random key if missing); without
     /// it a random key is used and versions change when the provider restarts.
-    #[arg(long, env = "OPENCLAW_HMAC_KEY_FILE")]
+    #[arg(
+        long,
+        env = "OPENCLAW_HMAC_KEY_FILE",
+        conflicts_with = "hmac_key_secret"
+    )]
     pub hmac_key_file: Option<PathBuf>,
+    /// Kubernetes Secret NAMESPACE/NAME holding the key for object-version HMACs (created with a random
+    /// key if missing, read by every node), so versions agree across nodes; needs RBAC `get` on it (and
+    /// `create` on secrets for the first start).
+    #[arg(long, env = "OPENCLAW_HMAC_KEY_SECRET")]
+    pub hmac_key_secret: Option<String>,
     /// Largest Mount response in bytes; keep it at most the driver's --max-call-recv-msg-size.
     #[arg(long, env = "OPENCLAW_MAX_RESPONSE_BYTES", default_value_t = DEFAULT_MAX_RESPONSE_BYTES)]
     pub max_response_bytes: usize,
@@ -87,21 +96,53 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
 }
 
-fn version_key(config: &ServeConfig) -> Result<VersionKey, ServeError> {
+async fn version_key(
+    config: &ServeConfig,
+    kubernetes: &Kubernetes,
+) -> Result<VersionKey, ServeError> {
+    if let Some(secret) = &config.hmac_key_secret {
+        return Ok(version_key_from_secret(secret, kubernetes).await?);
+    }
     match &config.hmac_key_file {
         Some(path) => Ok(VersionKey::load_or_create(path)?),
         None => {
             tracing::warn!(
-                "no --hmac-key-file: object versions use a key that changes when the provider restarts"
+                "no --hmac-key-file or --hmac-key-secret: object versions use a key that changes when \
+                 the provider restarts"
             );
             Ok(VersionKey::random()?)
         }
     }
 }
 
+/// How long reading (or creating) the key Secret may take at start.
+const KEY_SECRET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn version_key_from_secret(
+    secret: &str,
+    kubernetes: &Kubernetes,
+) -> Result<VersionKey, VersionKeyError> {
+    let failed = |message: String| VersionKeyError::Secret {
+        secret: secret.to_string(),
+        message,
+    };
+    let (namespace, name) = secret
+        .split_once('/')
+        .filter(|(ns, name)| crate::request::is_namespace_name(ns) && !name.is_empty())
+        .ok_or_else(|| failed("--hmac-key-secret must be NAMESPACE/NAME".into()))?;
+    let deadline = tokio::time::Instant::now() + KEY_SECRET_TIMEOUT;
+    let key = kubernetes
+        .version_key_secret(namespace, name, VersionKey::random_bytes()?, deadline)
+        .await
+        .map_err(|e| failed(e.message))?;
+    VersionKey::from_bytes(key)
+}
+
 /// The backends the configuration builds (versions keyed as `serve` keys them).
-fn backends(config: &ServeConfig, metrics: &Arc<Metrics>) -> Result<Backends, ServeError> {
-    build_backends(config, Arc::new(version_key(config)?), metrics)
+async fn backends(config: &ServeConfig, metrics: &Arc<Metrics>) -> Result<Backends, ServeError> {
+    let kubernetes = Arc::new(Kubernetes::new(&config.backends.kubernetes));
+    let versions = Arc::new(version_key(config, &kubernetes).await?);
+    build_backends_with(config, versions, metrics, kubernetes)
 }
 
 /// The backends the configuration builds, with the given version key.
@@ -111,6 +152,15 @@ pub fn build_backends(
     metrics: &Arc<Metrics>,
 ) -> Result<Backends, ServeError> {
     let kubernetes = Arc::new(Kubernetes::new(&config.backends.kubernetes));
+    build_backends_with(config, versions, metrics, kubernetes)
+}
+
+fn build_backends_with(
+    config: &ServeConfig,
+    versions: Arc<VersionKey>,
+    metrics: &Arc<Metrics>,
+    kubernetes: Arc<Kubernetes>,
+) -> Result<Backends, ServeError> {
     let shared = SharedParts {
         versions,
         metrics: metrics.clone(),
@@ -128,7 +178,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::default());
-    let backends = backends(&config, &metrics)?;
+    let backends = backends(&config, &metrics).await?;
     run_with_backends(config, backends, metrics, shutdown).await
 }
 

@@ -1,9 +1,11 @@
 //! Object versions for content that has no backend version id: HMAC-SHA256 under a provider key, never a
 //! plain hash (a hash of a low-entropy secret can be guessed offline).
 //!
-//! The key comes from `--hmac-key-file` so versions stay stable across restarts and nodes; a missing file
-//! is created with a fresh random key (mode 0600). Without the flag a random key lives for the process, so
-//! versions change on restart (harmless: the driver only rewrites files whose contents changed).
+//! The key comes from `--hmac-key-file` (a missing file is created with a fresh random key, mode 0600) or
+//! `--hmac-key-secret` (a Kubernetes Secret every node reads, created once by the first provider that finds
+//! it missing; see [`crate::kubernetes::Kubernetes::version_key_secret`]), so versions stay stable across
+//! restarts and nodes. Without either a random key lives for the process, so versions change on restart
+//! (harmless: the driver only rewrites files whose contents changed).
 
 use std::fs;
 use std::io::Write;
@@ -40,6 +42,8 @@ pub enum VersionKeyError {
     Random(String),
     #[error("the HMAC key is unusable")]
     Key,
+    #[error("the HMAC key Secret {secret}: {message}")]
+    Secret { secret: String, message: String },
 }
 
 impl VersionKey {
@@ -48,13 +52,18 @@ impl VersionKey {
         Self::from_bytes(Self::random_bytes()?)
     }
 
-    fn random_bytes() -> Result<Zeroizing<Vec<u8>>, VersionKeyError> {
+    /// A fresh random key's bytes (for a new key file or Secret).
+    pub fn random_bytes() -> Result<Zeroizing<Vec<u8>>, VersionKeyError> {
         let mut key = Zeroizing::new(vec![0u8; MIN_KEY_BYTES]);
         getrandom::fill(&mut key).map_err(|e| VersionKeyError::Random(e.to_string()))?;
         Ok(key)
     }
 
-    fn from_bytes(key: Zeroizing<Vec<u8>>) -> Result<Self, VersionKeyError> {
+    /// A key from its bytes (at least [`MIN_KEY_BYTES`]).
+    pub fn from_bytes(key: Zeroizing<Vec<u8>>) -> Result<Self, VersionKeyError> {
+        if key.len() < MIN_KEY_BYTES {
+            return Err(VersionKeyError::Key);
+        }
         Hmac::<Sha256>::new_from_slice(&key)
             .map(Self)
             .map_err(|_| VersionKeyError::Key)

@@ -832,3 +832,49 @@ async fn allowed_addresses_keep_pods_on_the_admins_vault() {
         status.message()
     );
 }
+
+/// The TokenRequest fallback: a driver whose CSIDriver has no `tokenRequests` entry for Vault's audience
+/// sends no token; with `--token-request-fallback` the provider mints the pod's own (bound to the pod),
+/// which Vault's JWT auth accepts. Without the flag the mount says which audience to add.
+#[tokio::test]
+async fn the_token_request_fallback_serves_vaults_audience_without_a_csidriver_change() {
+    let bao = OpenBao::start().await;
+    let issuer = std::sync::Arc::new(JwtIssuer::generate());
+    let review = FakeTokenReview::start().await;
+    bao.configure(&issuer.public_pem(), &review.url).await;
+    let kube = support::fake_kube::FakeKube::start();
+    kube.state.lock().unwrap().signer = Some(issuer.clone());
+    kube.add_service_account(openbao::POD_NAMESPACE, openbao::SERVICE_ACCOUNT, &[]);
+    let kubeconfig = kube.kubeconfig.display().to_string();
+    let request = || {
+        mount_request(&[
+            ("backend", "vault"),
+            ("roleName", "openclaw"),
+            ("vaultAuthMountPath", "jwt"),
+            ("objects", OPENCLAW_OBJECTS),
+        ])
+    };
+    let without = Provider::start(&["--vault-addr", &bao.address, "--kubeconfig", &kubeconfig]);
+    let error = without.mount(request()).await.unwrap_err();
+    assert_refused(&error, Code::FailedPrecondition, "--token-request-fallback");
+    assert_eq!(kube.count("POST"), 0, "nothing minted without the flag");
+    let with = Provider::start(&[
+        "--vault-addr",
+        &bao.address,
+        "--kubeconfig",
+        &kubeconfig,
+        "--token-request-fallback",
+    ]);
+    let response = with
+        .mount(request())
+        .await
+        .expect("mount with a minted token");
+    assert_eq!(
+        files(&response)["ANTHROPIC_API_KEY"].contents,
+        openbao::ANTHROPIC_KEY.as_bytes()
+    );
+    let minted = kube.state.lock().unwrap().minted.clone();
+    assert_eq!(minted.len(), 1);
+    assert_eq!(minted[0]["spec"]["audiences"], serde_json::json!(["vault"]));
+    assert_eq!(minted[0]["spec"]["boundObjectRef"]["name"], "gateway-0");
+}

@@ -21,6 +21,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
+use super::identity::JwtIssuer;
+
 /// The bearer token the fake's kubeconfig carries.
 pub const PROVIDER_TOKEN: &str = "fake-provider-token";
 
@@ -33,6 +35,8 @@ pub struct KubeState {
     pub requests: Vec<String>,
     /// The TokenRequest bodies the fake answered.
     pub minted: Vec<Value>,
+    /// Signs minted tokens (so a backend can verify them); without it they carry a fake signature.
+    pub signer: Option<Arc<JwtIssuer>>,
     resource_version: u64,
 }
 
@@ -293,11 +297,18 @@ async fn create_token(
         "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": name},
                           "pod": {"name": bound["name"], "uid": bound["uid"]}},
     });
-    let token = format!(
-        "{}.{}.fake-signature",
-        URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
+    let audience_refs: Vec<&str> = audiences.iter().map(String::as_str).collect();
+    let token = match &state.signer {
+        Some(signer) => signer.token(
+            &format!("system:serviceaccount:{ns}:{name}"),
+            &audience_refs,
+        ),
+        None => format!(
+            "{}.{}.fake-signature",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        ),
+    };
     state.minted.push(request.clone());
     let mut answer = request;
     answer["status"] = json!({"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"});
