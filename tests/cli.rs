@@ -271,3 +271,24 @@ fn check_reports_what_the_providers_flags_refuse() {
     assert_eq!(code, 1);
     assert!(out.contains("VaultAddressNotAllowed"), "{out}");
 }
+
+#[cfg(feature = "aws")]
+#[test]
+fn check_takes_the_aws_example_and_finds_what_a_mount_would_refuse() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/openclaw-aws.yaml");
+    let out = Command::new(BINARY)
+        .arg("check")
+        .arg("--spc")
+        .arg(&example)
+        .env_remove("AWS_REGION")
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let aws = "    backend: aws\n    region: eu-west-1\n    pathTranslaton: \"-\"\n    objects: |\n      \
+               - objectName: arn:aws:secretsmanager:us-east-1:111122223333:secret:app-AbCdEf\n";
+    let (code, out) = check(dir.path(), aws, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("did you mean \"pathTranslation\""), "{out}");
+    assert!(out.contains("objects[0].objectName") && out.contains("us-east-1"), "{out}");
+}
