@@ -98,7 +98,8 @@ struct Case {
 }
 
 async fn cases(moto: &Moto) -> Vec<Case> {
-    moto.create_secret(REGION, "openclaw/production", SEED).await;
+    moto.create_secret(REGION, "openclaw/production", SEED)
+        .await;
     let seed = "- objectName: openclaw/production\n  objectType: secretsmanager\n  jmesPath:\n    \
                 - {path: gateway_token, objectAlias: OPENCLAW_GATEWAY_TOKEN}\n    \
                 - {path: anthropic_api_key, objectAlias: ANTHROPIC_API_KEY}\n    \
@@ -107,16 +108,22 @@ async fn cases(moto: &Moto) -> Vec<Case> {
     let mut secrets = Vec::new();
     for i in 0..20 {
         let name = format!("bench/secret-{i}");
-        moto.create_secret(REGION, &name, &format!("value-{i}")).await;
-        twenty.push_str(&format!("- {{objectName: {name}, objectType: secretsmanager}}\n"));
+        moto.create_secret(REGION, &name, &format!("value-{i}"))
+            .await;
+        twenty.push_str(&format!(
+            "- {{objectName: {name}, objectType: secretsmanager}}\n"
+        ));
         secrets.push(name);
     }
     let mut ten = String::new();
     let mut parameters = Vec::new();
     for i in 0..10 {
         let name = format!("/bench/param-{i}");
-        moto.put_parameter(REGION, &name, &format!("value-{i}"), "SecureString").await;
-        ten.push_str(&format!("- {{objectName: {name}, objectType: ssmparameter}}\n"));
+        moto.put_parameter(REGION, &name, &format!("value-{i}"), "SecureString")
+            .await;
+        ten.push_str(&format!(
+            "- {{objectName: {name}, objectType: ssmparameter}}\n"
+        ));
         parameters.push(name);
     }
     vec![

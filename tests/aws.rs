@@ -525,10 +525,23 @@ async fn errors_name_the_object_the_role_and_what_to_fix() {
         error_type: "AccessDeniedException".into(),
     });
     let guarded = "- {objectName: team-b/secret, objectType: secretsmanager}\n";
-    let error = aws.mount(&[("region", REGION), ("objects", guarded)]).await.err().unwrap();
-    assert_eq!(error.code(), tonic::Code::PermissionDenied, "{}", error.message());
+    let error = aws
+        .mount(&[("region", REGION), ("objects", guarded)])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        error.code(),
+        tonic::Code::PermissionDenied,
+        "{}",
+        error.message()
+    );
     assert!(error.message().contains(ROLE), "{}", error.message());
-    assert!(error.message().contains("team-b/secret"), "{}", error.message());
+    assert!(
+        error.message().contains("team-b/secret"),
+        "{}",
+        error.message()
+    );
     // A service account without the role annotation.
     aws.kube.add_service_account(NAMESPACE, "no-role", &[]);
     let token = aws.issuer.token(

@@ -290,5 +290,8 @@ fn check_takes_the_aws_example_and_finds_what_a_mount_would_refuse() {
     let (code, out) = check(dir.path(), aws, &[]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("did you mean \"pathTranslation\""), "{out}");
-    assert!(out.contains("objects[0].objectName") && out.contains("us-east-1"), "{out}");
+    assert!(
+        out.contains("objects[0].objectName") && out.contains("us-east-1"),
+        "{out}"
+    );
 }

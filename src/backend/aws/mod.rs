@@ -860,8 +860,9 @@ impl Backend for AwsBackend {
     }
 
     fn parameter_names(&self) -> Vec<String> {
-        params::PARAMETER_NAMES
+        super::COMMON_PARAMETERS
             .iter()
+            .chain(&params::PARAMETER_NAMES)
             .map(|s| s.to_string())
             .collect()
     }
