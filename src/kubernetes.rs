@@ -63,8 +63,9 @@ struct RateLimit {
 
 impl RateLimit {
     fn new(qps: f64, burst: u32) -> Self {
+        // Bounded so every wait is a representable duration.
         let qps = if qps.is_finite() && qps > 0.0 {
-            qps
+            qps.clamp(0.01, 1e6)
         } else {
             1.0
         };

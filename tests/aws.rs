@@ -45,7 +45,10 @@ impl Aws {
             &[("eks.amazonaws.com/role-arn", ROLE)],
         );
         let kubeconfig = kube.kubeconfig.display().to_string();
-        let mut all_flags = vec!["--kubeconfig", kubeconfig.as_str(), "--cache-ttl", "0"];
+        let mut all_flags = vec!["--kubeconfig", kubeconfig.as_str()];
+        if !flags.contains(&"--cache-ttl") {
+            all_flags.extend(["--cache-ttl", "0"]);
+        }
         all_flags.extend_from_slice(flags);
         let mut all_env = vec![
             ("AWS_ENDPOINT_URL", proxy.url.as_str()),
@@ -268,7 +271,8 @@ async fn ssm_parameters_are_batched_in_tens_with_versions_and_labels_pinned() {
     objects.push_str(
         "- {objectName: /app/pinned, objectType: ssmparameter, objectAlias: latest}\n\
          - {objectName: /app/pinned, objectType: ssmparameter, objectAlias: v1, objectVersion: '1'}\n\
-         - {objectName: /app/pinned, objectType: ssmparameter, objectAlias: live, objectVersionLabel: live}\n",
+         - {objectName: /app/pinned, objectType: ssmparameter, objectAlias: live, objectVersionLabel: live}\n\
+         - {objectName: 'arn:aws:ssm:eu-west-1:123456789012:parameter/app/pinned', objectAlias: arn-v1, objectVersion: '1'}\n",
     );
     let mounted = aws
         .mount(&[("region", REGION), ("objects", &objects)])
@@ -286,8 +290,14 @@ async fn ssm_parameters_are_batched_in_tens_with_versions_and_labels_pinned() {
         (mounted.version("latest"), mounted.version("v1")),
         ("2".into(), "1".into())
     );
-    // 15 reads, one name per call: ⌈12/10⌉ would be 2, and the three pins of /app/pinned need three.
-    assert_eq!(aws.proxy.count("AmazonSSM.GetParameters"), 3);
+    assert_eq!(
+        mounted.file("arn-v1"),
+        "old",
+        "the ARN's pin, not the name's latest"
+    );
+    // 16 reads, one pin of a name per call: ⌈12/10⌉ would be 2, and the four pins of /app/pinned (its
+    // ARN included) need four.
+    assert_eq!(aws.proxy.count("AmazonSSM.GetParameters"), 4);
     // Translation off: inner / become directories, the leading one is dropped.
     let off = "- {objectName: /app/p1, objectType: ssmparameter}\n";
     let mounted = aws
@@ -892,4 +902,93 @@ async fn the_openclaw_example_mounts_through_the_emulator() {
     assert_eq!(read("ANTHROPIC_API_KEY"), "sk-ant-example");
     assert_eq!(read("OPENAI_API_KEY"), "sk-example");
     assert_eq!(read("openclaw.json"), seed);
+}
+
+#[tokio::test]
+async fn the_value_cache_is_per_identity_and_still_needs_the_pods_own_token() {
+    let aws = Aws::start(&["--cache-ttl", "60"]).await;
+    aws.kube.add_service_account(
+        NAMESPACE,
+        "billing",
+        &[(
+            "eks.amazonaws.com/role-arn",
+            "arn:aws:iam::123456789012:role/billing",
+        )],
+    );
+    aws.moto
+        .create_secret(REGION, "openclaw/production", SEED)
+        .await;
+    let params = [("region", REGION), ("objects", SEED_OBJECTS)];
+    aws.mount(&params).await.expect("mount");
+    aws.mount(&params).await.expect("mount from the cache");
+    assert_eq!(
+        aws.proxy.count("secretsmanager.GetSecretValue"),
+        1,
+        "kept for the identity"
+    );
+    // Another service account (another role) reads for itself.
+    let token = aws.issuer.token(
+        &format!("system:serviceaccount:{NAMESPACE}:billing"),
+        &["sts.amazonaws.com"],
+    );
+    let tokens = tokens_attribute("sts.amazonaws.com", &token);
+    let billing = attributes(&[
+        ("backend", "aws"),
+        ("region", REGION),
+        ("objects", SEED_OBJECTS),
+        ("csi.storage.k8s.io/serviceAccount.name", "billing"),
+        ("csi.storage.k8s.io/serviceAccount.tokens", &tokens),
+    ]);
+    aws.mount_attributes(billing)
+        .await
+        .expect("billing's mount");
+    assert_eq!(aws.proxy.count("secretsmanager.GetSecretValue"), 2);
+    assert_eq!(aws.proxy.count("AssumeRoleWithWebIdentity"), 2);
+    // A warm cache does not let a pod of openclaw in with billing's token.
+    let stolen = attributes(&[
+        ("backend", "aws"),
+        ("region", REGION),
+        ("objects", SEED_OBJECTS),
+        ("csi.storage.k8s.io/serviceAccount.tokens", &tokens),
+    ]);
+    let error = aws.mount_attributes(stolen).await.err().unwrap();
+    assert_eq!(
+        error.code(),
+        tonic::Code::PermissionDenied,
+        "{}",
+        error.message()
+    );
+    assert_eq!(aws.proxy.count("secretsmanager.GetSecretValue"), 2);
+}
+
+#[tokio::test]
+async fn hostile_jmes_paths_are_refused_before_any_call() {
+    let aws = Aws::start(&[]).await;
+    for hostile in [
+        "a | join('', [@, @]) | join('', [@, @])",
+        "[@, @][1::2147483647]",
+        "items[1::2147483647]",
+    ] {
+        let objects = format!(
+            "- objectName: openclaw/production\n  objectType: secretsmanager\n  jmesPath:\n    \
+             - {{path: \"{hostile}\", objectAlias: x}}\n"
+        );
+        let error = aws
+            .mount(&[("region", REGION), ("objects", &objects)])
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(
+            error.code(),
+            tonic::Code::InvalidArgument,
+            "{hostile}: {}",
+            error.message()
+        );
+        assert!(
+            error.message().starts_with("InvalidJmesPath"),
+            "{}",
+            error.message()
+        );
+    }
+    assert!(aws.proxy.calls().is_empty());
 }

@@ -285,11 +285,16 @@ pub async fn batch_get_secrets(
     Ok(targets
         .iter()
         .map(|target| {
-            if let Some(entry) = answer
-                .secret_values()
-                .iter()
-                .find(|e| answers_id(&target.name, e.arn(), e.name()))
-            {
+            // An exact name or ARN first: a partial ARN could also fit another secret's name.
+            let values = answer.secret_values();
+            let exact = values.iter().find(|e| {
+                e.name() == Some(target.name.as_str()) || e.arn() == Some(target.name.as_str())
+            });
+            if let Some(entry) = exact.or_else(|| {
+                values
+                    .iter()
+                    .find(|e| answers_id(&target.name, e.arn(), e.name()))
+            }) {
                 return secret_value(
                     entry.secret_string(),
                     entry.secret_binary(),
@@ -393,8 +398,21 @@ pub async fn get_parameters(
         .iter()
         .zip(&names)
         .map(|(target, asked)| {
+            let selector = match (&target.version, &target.label) {
+                (Some(version), _) => Some(format!(":{version}")),
+                (None, Some(label)) => Some(format!(":{label}")),
+                (None, None) => None,
+            };
             let found = answer.parameters().iter().find(|p| {
-                p.name() == Some(target.name.as_str()) || p.arn() == Some(target.name.as_str())
+                (p.name() == Some(target.name.as_str()) || p.arn() == Some(target.name.as_str()))
+                    && match p.selector().filter(|s| !s.is_empty()) {
+                        Some(answered) => Some(answered) == selector.as_deref(),
+                        // An answer without a selector (moto sends none): a version pin must match.
+                        None => target
+                            .version
+                            .as_ref()
+                            .is_none_or(|v| *v == p.version().to_string()),
+                    }
             });
             match found {
                 Some(parameter) if !answer.invalid_parameters().contains(asked) => Ok(ReadValue {

@@ -41,12 +41,16 @@ pub enum Principal {
         role_arn: String,
         namespace: String,
         service_account: String,
+        /// The pod's uid with `--login-scope pod`, empty otherwise.
+        pod_uid: String,
         /// The region whose STS was asked.
         region: String,
     },
     PodIdentity {
         namespace: String,
         service_account: String,
+        /// The pod's uid with `--login-scope pod`, empty otherwise.
+        pod_uid: String,
         /// The agent asked (an admin flag or the address type the SecretProviderClass prefers).
         endpoint: String,
     },
@@ -181,10 +185,11 @@ fn bad_answer(message: &str) -> MountError {
     MountError::new(ErrorKind::Unavailable, Reason::BackendBadAnswer, message)
 }
 
-/// The session name of a pod's role session: `openclaw-<namespace>-<pod>`, within AWS's 64 characters
-/// of `[\w+=,.@-]`.
-pub fn session_name(namespace: &str, pod: &str) -> String {
-    let name: String = format!("openclaw-{namespace}-{pod}")
+/// The session name of a role session: `openclaw-<namespace>-<service account>` (the session is shared
+/// by the account's pods, so CloudTrail names the account, not one pod), within AWS's 64 characters of
+/// `[\w+=,.@-]`.
+pub fn session_name(namespace: &str, service_account: &str) -> String {
+    let name: String = format!("openclaw-{namespace}-{service_account}")
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {

@@ -305,6 +305,16 @@ impl AwsBackend {
                 params,
                 request.default_mode,
             )?;
+            if plan.len() > self.settings.max_objects {
+                return Err(MountError::invalid(
+                    Reason::TooManyObjects,
+                    format!(
+                        "\"objects\" and their jmesPath entries make more than {} files; one mount \
+                         may hold at most that many (provider flag --max-objects)",
+                        self.settings.max_objects
+                    ),
+                ));
+            }
         }
         Ok(plan)
     }
@@ -341,6 +351,12 @@ impl AwsBackend {
             check_plan(&self.plan(request, &params, None)?)?;
         }
         let region = self.region(&params, deadline).await?;
+        if params.failover_region.as_deref() == Some(region.as_str()) {
+            return Err(MountError::invalid(
+                Reason::InvalidParameter,
+                format!("failoverRegion {region:?} is the mount's region: name another region"),
+            ));
+        }
         let plan = self.plan(request, &params, Some(&region))?;
         check_plan(&plan)?;
         let caller = Caller::of(request, self.settings.login_scope)?;
@@ -352,7 +368,7 @@ impl AwsBackend {
         let token = self.tokens.token(request, &caller, audience).await?;
         let base = self.base().await;
         let (principal, session) = self
-            .session(request, &params, &region, &base, &token, deadline)
+            .session(&caller, &params, &region, &base, &token, deadline)
             .await?;
         let call = AwsMount {
             primary: regional(&base, &region, &session),
@@ -372,14 +388,14 @@ impl AwsBackend {
     /// The pod's credentials: kept for its principal, or fetched now.
     async fn session(
         &self,
-        request: &MountRequest,
+        caller: &Caller,
         params: &AwsParams,
         region: &str,
         base: &aws_config::SdkConfig,
         token: &str,
         deadline: Instant,
     ) -> MountResult<(Principal, Arc<Session>)> {
-        let pod = &request.pod;
+        let pod = caller;
         if params.use_pod_identity {
             let endpoints = credentials::agent_endpoints(
                 self.settings.pod_identity_endpoint.as_deref(),
@@ -388,6 +404,7 @@ impl AwsBackend {
             let principal = Principal::PodIdentity {
                 namespace: pod.namespace.clone(),
                 service_account: pod.service_account.clone(),
+                pod_uid: caller.pod_uid.clone(),
                 endpoint: endpoints.join(" "),
             };
             let session = self
@@ -433,18 +450,39 @@ impl AwsBackend {
             role_arn: role_arn.to_string(),
             namespace: pod.namespace.clone(),
             service_account: pod.service_account.clone(),
+            pod_uid: caller.pod_uid.clone(),
             region: region.to_string(),
         };
         let session = self
             .sessions
             .get(&principal, async {
-                let sts = aws_sdk_sts::Client::from_conf(
-                    aws_sdk_sts::config::Builder::from(base)
-                        .region(Region::new(region.to_string()))
-                        .build(),
-                );
-                let name = credentials::session_name(&pod.namespace, &pod.name);
-                credentials::assume_role(&sts, role_arn, &name, token, deadline).await
+                let sts = |region: &str| {
+                    aws_sdk_sts::Client::from_conf(
+                        aws_sdk_sts::config::Builder::from(base)
+                            .region(Region::new(region.to_string()))
+                            .build(),
+                    )
+                };
+                let name = credentials::session_name(&pod.namespace, &pod.service_account);
+                let Some(failover) = params.failover_region.as_deref() else {
+                    return credentials::assume_role(
+                        &sts(region),
+                        role_arn,
+                        &name,
+                        token,
+                        deadline,
+                    )
+                    .await;
+                };
+                // The primary region's STS gets half the time; unreachable, the failover region's.
+                let half = Instant::now() + deadline.saturating_duration_since(Instant::now()) / 2;
+                match credentials::assume_role(&sts(region), role_arn, &name, token, half).await {
+                    Err(error) if error.kind == ErrorKind::Unavailable => {
+                        credentials::assume_role(&sts(failover), role_arn, &name, token, deadline)
+                            .await
+                    }
+                    other => other,
+                }
             })
             .await?;
         Ok((principal, session))
@@ -593,8 +631,25 @@ impl Source for AwsSource {
         })
     }
 
-    /// Unpinned secrets in twenties, parameters in tens (one name per batch), pinned secrets alone.
-    fn batches(requests: Vec<AwsRequest>) -> Vec<Vec<AwsRequest>> {
+    /// Unpinned secrets in twenties, parameters in tens (one name per batch, the names with the most
+    /// pins placed first), pinned secrets alone. Deterministic for the same requests.
+    fn batches(mut requests: Vec<AwsRequest>) -> Vec<Vec<AwsRequest>> {
+        requests.sort_by(|a, b| {
+            let key = |r: &AwsRequest| {
+                (
+                    r.object_type.as_str(),
+                    r.primary.name.clone(),
+                    r.primary.version.clone(),
+                    r.primary.label.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        let mut pins: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for request in &requests {
+            *pins.entry(batch_name(&request.primary.name)).or_default() += 1;
+        }
+        requests.sort_by_key(|r| std::cmp::Reverse(pins[&batch_name(&r.primary.name)]));
         let mut secrets: Vec<Vec<AwsRequest>> = Vec::new();
         let mut parameters: Vec<Vec<AwsRequest>> = Vec::new();
         let mut alone = Vec::new();
@@ -667,19 +722,43 @@ impl Source for AwsSource {
 /// Adds a request to the first batch with room and without its names (SSM reads one pin of a name per
 /// call; answers are matched by name).
 fn add_to_batch(batches: &mut Vec<Vec<AwsRequest>>, request: AwsRequest, most: usize) {
+    let names = |r: &AwsRequest| {
+        let mut names = vec![batch_name(&r.primary.name)];
+        names.extend(r.failover.as_ref().map(|t| batch_name(&t.name)));
+        names
+    };
+    let mine = names(&request);
     let clashes = |batch: &Vec<AwsRequest>| {
         batch.len() >= most
-            || batch.iter().any(|other| {
-                other.primary.name == request.primary.name
-                    || other.failover.as_ref().map(|t| &t.name)
-                        == request.failover.as_ref().map(|t| &t.name)
-                        && request.failover.is_some()
-            })
+            || batch
+                .iter()
+                .any(|other| names(other).iter().any(|n| mine.contains(n)))
     };
     match batches.iter_mut().find(|batch| !clashes(batch)) {
         Some(batch) => batch.push(request),
         None => batches.push(vec![request]),
     }
+}
+
+/// The name an object is known by in a batch: an ARN's resource name (`parameter/a/b` → `a/b`,
+/// `secret:db-AbCdEf` → `db`), without a leading `/`, so a name and an ARN of one object never share a
+/// call.
+fn batch_name(name: &str) -> String {
+    let Some(resource) = name
+        .strip_prefix("arn:")
+        .and_then(|_| name.splitn(6, ':').nth(5))
+    else {
+        return name.trim_start_matches('/').to_string();
+    };
+    if let Some(parameter) = resource.strip_prefix("parameter") {
+        return parameter.trim_start_matches('/').to_string();
+    }
+    let secret = resource.strip_prefix("secret:").unwrap_or(resource);
+    secret
+        .rsplit_once('-')
+        .filter(|(_, suffix)| suffix.len() == 6)
+        .map_or(secret, |(name, _)| name)
+        .to_string()
 }
 
 fn no_answer() -> MountError {
@@ -701,13 +780,19 @@ impl AwsSource {
         deadline: Instant,
     ) -> Vec<MountResult<Loaded<AwsAnswer>>> {
         let primary: Vec<&Target> = requests.iter().map(|r| &r.primary).collect();
+        // With a failover region the primary's retries get half the time left, so the failover
+        // region is still asked within the mount's deadline.
+        let primary_deadline = match call.failover {
+            Some(_) => Instant::now() + deadline.saturating_duration_since(Instant::now()) / 2,
+            None => deadline,
+        };
         let mut results = self
             .read_in(
                 &call.primary,
                 &call.identity.principal,
                 requests,
                 &primary,
-                deadline,
+                primary_deadline,
             )
             .await;
         let mut regions = vec![call.primary.region.as_str(); requests.len()];

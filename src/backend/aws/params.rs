@@ -481,8 +481,21 @@ pub fn check_object(
         )?,
     };
     check_target_selectors(&field(""), object_type, &primary)?;
+    if object_type == ObjectType::SsmParameter && arn.is_none() && name.contains(':') {
+        return Err(invalid(format!(
+            "{} has a ':': pin an SSM parameter with objectVersion or objectVersionLabel",
+            field("objectName")
+        )));
+    }
     let failover = match (&object.failover_object, failover_region) {
         (None, None) => None,
+        (None, Some(failover_region)) if arn.is_some() => {
+            return Err(invalid(format!(
+                "{} is an ARN in {region:?}; with failoverRegion {failover_region:?} the object needs \
+                 a failoverObject naming it there",
+                field("objectName")
+            )));
+        }
         (None, Some(_)) => Some(primary.clone()),
         (Some(_), None) => {
             return Err(invalid(format!(
@@ -681,6 +694,62 @@ pub fn jmes_expression(path: &str) -> String {
     path.to_string()
 }
 
+/// Most brackets and parentheses in one `jmesPath` expression.
+const MAX_JMES_NESTING: usize = 32;
+/// Largest array index a `jmesPath` expression may name.
+const MAX_JMES_INDEX: i32 = 1_000_000;
+
+/// The part of JMESPath a pod may use: field paths, indexes, projections, flattening, filters with
+/// comparisons, pipes and `||`/`&&`/`!`. What could build an answer larger than the secret
+/// (multi-select lists and hashes, functions such as `join`, literals outside comparisons) or fault the
+/// evaluator (slices) is refused: the expression is attacker input evaluated in the provider.
+pub fn check_jmes_subset(ast: &jmespath::ast::Ast, depth: usize) -> Result<(), &'static str> {
+    use jmespath::ast::Ast;
+    if depth > 2 * MAX_JMES_NESTING {
+        return Err("is nested too deeply");
+    }
+    let next = depth + 1;
+    match ast {
+        Ast::Field { .. } | Ast::Identity { .. } => Ok(()),
+        Ast::Index { idx, .. } if idx.unsigned_abs() <= MAX_JMES_INDEX as u32 => Ok(()),
+        Ast::Index { .. } => Err("names an array index beyond 1000000"),
+        Ast::Subexpr { lhs, rhs, .. }
+        | Ast::Projection { lhs, rhs, .. }
+        | Ast::And { lhs, rhs, .. }
+        | Ast::Or { lhs, rhs, .. } => {
+            check_jmes_subset(lhs, next)?;
+            check_jmes_subset(rhs, next)
+        }
+        Ast::Condition {
+            predicate, then, ..
+        } => {
+            check_jmes_subset(predicate, next)?;
+            check_jmes_subset(then, next)
+        }
+        Ast::Flatten { node, .. } | Ast::ObjectValues { node, .. } | Ast::Not { node, .. } => {
+            check_jmes_subset(node, next)
+        }
+        Ast::Comparison { lhs, rhs, .. } => {
+            for side in [lhs, rhs] {
+                if !matches!(**side, Ast::Literal { .. }) {
+                    check_jmes_subset(side, next)?;
+                }
+            }
+            Ok(())
+        }
+        Ast::Literal { .. } => {
+            Err("uses a literal outside a comparison, which the provider refuses")
+        }
+        Ast::Function { .. } | Ast::Expref { .. } => Err(
+            "calls a function, which the provider refuses (use a path, index, filter or projection)",
+        ),
+        Ast::MultiList { .. } | Ast::MultiHash { .. } => {
+            Err("builds a multi-select list or hash, which the provider refuses")
+        }
+        Ast::Slice { .. } => Err("uses a slice, which the provider refuses (use an index)"),
+    }
+}
+
 /// Checks a `jmesPath` entry's expression and alias.
 pub fn check_jmes_path(field: &str, entry: &JmesPathEntry) -> MountResult<String> {
     let path = entry.path.trim();
@@ -690,7 +759,19 @@ pub fn check_jmes_path(field: &str, entry: &JmesPathEntry) -> MountResult<String
         )));
     }
     let expression = jmes_expression(path);
-    if let Err(error) = jmespath::compile(&expression) {
+    let refuse = |why: String| {
+        MountError::invalid(
+            Reason::InvalidJmesPath,
+            format!("{field}.path {path:?} {why}"),
+        )
+    };
+    // The parser recurses on nesting: bound it before parsing.
+    if path.bytes().filter(|b| b"([{".contains(b)).count() > MAX_JMES_NESTING {
+        return Err(refuse(format!(
+            "nests more than {MAX_JMES_NESTING} brackets and parentheses"
+        )));
+    }
+    let compiled = jmespath::compile(&expression).map_err(|error| {
         let detail: String = error
             .to_string()
             .lines()
@@ -699,11 +780,9 @@ pub fn check_jmes_path(field: &str, entry: &JmesPathEntry) -> MountResult<String
             .chars()
             .take(200)
             .collect();
-        return Err(MountError::invalid(
-            Reason::InvalidJmesPath,
-            format!("{field}.path {path:?} is not a JMESPath expression: {detail}"),
-        ));
-    }
+        refuse(format!("is not a JMESPath expression: {detail}"))
+    })?;
+    check_jmes_subset(compiled.as_ast(), 0).map_err(|why| refuse(why.to_string()))?;
     check_name(&format!("{field}.objectAlias"), entry.object_alias.trim())?;
     Ok(expression)
 }
@@ -914,6 +993,16 @@ mod tests {
                 "no failoverRegion",
             ),
             (
+                "- {objectName: '/app/key:1', objectType: ssmparameter}\n",
+                &[],
+                "has a ':'",
+            ),
+            (
+                "- {objectName: 'arn:aws:secretsmanager:eu-west-1:1:secret:a'}\n",
+                &[("failoverRegion", "eu-central-1")],
+                "needs a failoverObject",
+            ),
+            (
                 "- {objectName: a, objectType: secretsmanager, failoverObject: {objectName: b}}\n",
                 &[("failoverRegion", "eu-central-1")],
                 "needs objects[0].objectAlias",
@@ -983,5 +1072,33 @@ mod tests {
         );
         let long = check_jmes_path("j", &entry(&"a".repeat(2000))).unwrap_err();
         assert!(long.message.contains("1024"));
+        for allowed in [
+            "a.b[0].c",
+            "items[*].name",
+            "items[?kind == 'api'].value | [0]",
+            "a || b",
+            "values(@)",
+        ] {
+            let result = check_jmes_path("j", &entry(allowed));
+            if allowed == "values(@)" {
+                assert!(result.is_err(), "functions are refused");
+            } else {
+                assert!(result.is_ok(), "{allowed}: {result:?}");
+            }
+        }
+        for (hostile, why) in [
+            ("a | join('', [@, @]) | join('', [@, @])", "function"),
+            ("@ | [@, @] | [@, @] | [@, @]", "multi-select"),
+            ("{a: @, b: @}", "multi-select"),
+            ("[@, @][1::2147483647]", "multi-select"),
+            ("items[1::2147483647]", "slice"),
+            ("a || `\"padding\"`", "literal"),
+            ("items[-2147483647]", "index"),
+            (&"(".repeat(40), "nests"),
+        ] {
+            let error = check_jmes_path("j", &entry(hostile)).unwrap_err();
+            assert_eq!(error.reason, Reason::InvalidJmesPath, "{hostile}");
+            assert!(error.message.contains(why), "{hostile}: {}", error.message);
+        }
     }
 }
