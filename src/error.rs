@@ -292,6 +292,17 @@ impl fmt::Display for Reason {
     }
 }
 
+/// A text from a server or a client library for a message: its first line, at most 200 characters (such
+/// texts name resources and causes, never values).
+pub fn first_line(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect()
+}
+
 impl PartialEq<&str> for Reason {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other

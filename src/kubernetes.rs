@@ -21,7 +21,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use crate::error::{ErrorKind, MountError, MountResult, Reason};
+use crate::error::{ErrorKind, MountError, MountResult, Reason, first_line};
 
 /// How long a service account's annotations are kept (a changed role reaches mounts this much later).
 pub const ANNOTATION_TTL: Duration = Duration::from_secs(30);
@@ -378,18 +378,9 @@ fn api_error(what: &str, error: kube::Error) -> MountError {
         )),
         other => unavailable(format!(
             "the Kubernetes API could not be reached reading {what}: {}",
-            short(&other.to_string())
+            first_line(&other.to_string())
         )),
     }
-}
-
-fn short(text: &str) -> String {
-    text.lines()
-        .next()
-        .unwrap_or("")
-        .chars()
-        .take(200)
-        .collect()
 }
 
 #[cfg(test)]

@@ -725,20 +725,7 @@ fn start_agent(expected: String, seen: Arc<Mutex<Vec<String>>>) -> String {
             }
         }),
     );
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}/v1/credentials", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let _ = axum::serve(listener, app).await;
-            });
-    });
-    url
+    format!("{}/v1/credentials", support::serve_on_thread(app))
 }
 
 #[tokio::test]

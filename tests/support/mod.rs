@@ -40,6 +40,25 @@ pub const OPENCLAW_KEYS: [(&str, &str); 3] = [
 /// The namespace of the test pod ([`attributes`]).
 pub const NAMESPACE: &str = "openclaw";
 
+/// Serves `app` on a free loopback port from a thread of its own (so a test that blocks its own runtime
+/// still gets answers); returns its `http://` URL.
+pub fn serve_on_thread(app: axum::Router) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    url
+}
+
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -215,19 +215,7 @@ impl AwsProxy {
             http: reqwest::Client::new(),
         });
         let app = axum::Router::new().fallback(proxy).with_state(forward);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let _ = axum::serve(listener, app).await;
-            });
-        });
+        let url = super::serve_on_thread(app);
         Self { url, state }
     }
 

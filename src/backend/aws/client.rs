@@ -31,15 +31,7 @@ const ATTEMPTS: u32 = 5;
 /// The first retry's backoff; each further one doubles it (full jitter).
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
-/// A text from AWS or a client library, one line and bounded (AWS messages never hold values).
-pub fn short(text: &str) -> String {
-    text.lines()
-        .next()
-        .unwrap_or("")
-        .chars()
-        .take(200)
-        .collect()
-}
+pub use crate::error::first_line as short;
 
 /// How a failed call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
