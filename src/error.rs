@@ -142,8 +142,6 @@ pub enum Reason {
     KubernetesUnavailable,
     /// A Kubernetes object the mount needs (service account, node) does not exist.
     KubernetesObjectNotFound,
-    /// A backend needs a token the driver did not send and the TokenRequest fallback is off.
-    TokenRequestDisabled,
     /// The mount took longer than `--mount-timeout`.
     MountTimeout,
     /// The provider is shutting down (the driver retries).
@@ -152,7 +150,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for documentation and tests of the label set.
-    pub const ALL: [Reason; 62] = [
+    pub const ALL: [Reason; 61] = [
         Reason::InvalidAttributes,
         Reason::InvalidSecrets,
         Reason::InvalidServiceAccountTokens,
@@ -212,7 +210,6 @@ impl Reason {
         Reason::AwsUnreachable,
         Reason::KubernetesUnavailable,
         Reason::KubernetesObjectNotFound,
-        Reason::TokenRequestDisabled,
         Reason::MountTimeout,
         Reason::ProviderStopping,
     ];
@@ -279,7 +276,6 @@ impl Reason {
             Self::AwsUnreachable => "AwsUnreachable",
             Self::KubernetesUnavailable => "KubernetesUnavailable",
             Self::KubernetesObjectNotFound => "KubernetesObjectNotFound",
-            Self::TokenRequestDisabled => "TokenRequestDisabled",
             Self::MountTimeout => "MountTimeout",
             Self::ProviderStopping => "ProviderStopping",
         }
