@@ -475,6 +475,37 @@ async fn throttling_is_retried_then_reported_and_a_denied_batch_reads_one_by_one
         "{}",
         error.message()
     );
+    // STS failing twice (credentials not kept yet for a new service account) is retried too.
+    aws.proxy.clear();
+    aws.kube.add_service_account(
+        NAMESPACE,
+        "retried",
+        &[("eks.amazonaws.com/role-arn", ROLE)],
+    );
+    aws.proxy.add_fault(Fault {
+        operation: "AssumeRoleWithWebIdentity".into(),
+        region: String::new(),
+        times: 2,
+        status: 500,
+        error_type: "InternalFailure".into(),
+    });
+    let token = aws.issuer.token(
+        &format!("system:serviceaccount:{NAMESPACE}:retried"),
+        &["sts.amazonaws.com"],
+    );
+    let tokens = tokens_attribute("sts.amazonaws.com", &token);
+    let mounted = aws
+        .mount_attributes(attributes(&[
+            ("backend", "aws"),
+            ("region", REGION),
+            ("objects", SEED_OBJECTS),
+            ("csi.storage.k8s.io/serviceAccount.name", "retried"),
+            ("csi.storage.k8s.io/serviceAccount.tokens", &tokens),
+        ]))
+        .await
+        .expect("mount after two STS failures");
+    assert_eq!(mounted.file("OPENAI_API_KEY"), "sk-VALUE-MUST-NOT-LEAK");
+    assert_eq!(aws.proxy.count("AssumeRoleWithWebIdentity"), 3);
     // A role without secretsmanager:BatchGetSecretValue reads each secret with GetSecretValue.
     aws.proxy.clear();
     aws.moto

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
+use super::client::{CallFailure, FailureClass, with_retries};
 use super::params::AddressType;
 use crate::error::{ErrorKind, MountError, MountResult, Reason};
 
@@ -128,32 +129,35 @@ pub async fn assume_role(
     token: &str,
     deadline: Instant,
 ) -> MountResult<Session> {
-    let call = sts
-        .assume_role_with_web_identity()
-        .role_arn(role_arn)
-        .role_session_name(session_name)
-        .web_identity_token(token)
-        .send();
-    let answer = match tokio::time::timeout_at(deadline, call).await {
-        Err(_) => return Err(unreachable_sts(role_arn, "it did not answer in time")),
-        Ok(answer) => answer,
-    };
-    let answer = answer.map_err(|error| {
-        use aws_sdk_sts::error::ProvideErrorMetadata;
-        let status = error.raw_response().map(|r| r.status().as_u16());
-        match status {
-            Some(status) if status < 500 => MountError::new(
-                ErrorKind::PermissionDenied,
-                Reason::AwsLoginFailed,
-                format!(
-                    "STS refused AssumeRoleWithWebIdentity for {role_arn} with the pod's token \
-                     ({}: {}): check the role's trust policy names this cluster's OIDC provider and \
-                     the service account",
-                    error.code().unwrap_or("error"),
-                    super::client::short(error.message().unwrap_or(""))
-                ),
+    // Throttling, 5xx and no answer are retried within the deadline, as for reads.
+    let answer = with_retries(deadline, || async {
+        sts.assume_role_with_web_identity()
+            .role_arn(role_arn)
+            .role_session_name(session_name)
+            .web_identity_token(token)
+            .send()
+            .await
+            .map_err(CallFailure::of)
+    })
+    .await
+    .map_err(|failure| match failure.class {
+        FailureClass::Client => MountError::new(
+            ErrorKind::PermissionDenied,
+            Reason::AwsLoginFailed,
+            format!(
+                "STS refused AssumeRoleWithWebIdentity for {role_arn} with the pod's token ({}: {}): \
+                 check the role's trust policy names this cluster's OIDC provider and the service \
+                 account",
+                if failure.code.is_empty() { "error" } else { &failure.code },
+                failure.message
             ),
-            _ => unreachable_sts(role_arn, &super::client::short(&error.to_string())),
+        ),
+        FailureClass::Throttled => MountError::exhausted(
+            Reason::BackendThrottled,
+            format!("STS throttled AssumeRoleWithWebIdentity for {role_arn}, still after retries"),
+        ),
+        FailureClass::Server | FailureClass::Unreachable => {
+            unreachable_sts(role_arn, &failure.message)
         }
     })?;
     let Some(credentials) = answer.credentials() else {
