@@ -27,6 +27,8 @@ use crate::error::{ErrorKind, MountError, MountResult, Reason, first_line};
 pub const ANNOTATION_TTL: Duration = Duration::from_secs(30);
 /// Lifetime asked for a minted token (the API server's minimum is 10 minutes).
 pub const MINTED_TOKEN_SECONDS: i64 = 600;
+/// How long a minted token is reused for its pod and audience (its last 2 minutes are never handed out).
+pub const MINTED_TOKEN_REUSE: Duration = Duration::from_secs(480);
 
 /// The Kubernetes client's flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -109,6 +111,8 @@ pub struct Kubernetes {
     annotations:
         moka::future::Cache<(String, String), Arc<std::collections::BTreeMap<String, String>>>,
     node_labels: moka::future::Cache<String, Arc<std::collections::BTreeMap<String, String>>>,
+    /// Minted tokens by (namespace, service account, pod name, pod uid, audience).
+    minted: moka::future::Cache<[String; 5], Arc<Zeroizing<String>>>,
     pub token_request_fallback: bool,
 }
 
@@ -131,6 +135,10 @@ impl Kubernetes {
                 .max_capacity(10_000)
                 .build(),
             node_labels: moka::future::Cache::builder().max_capacity(16).build(),
+            minted: moka::future::Cache::builder()
+                .time_to_live(MINTED_TOKEN_REUSE)
+                .max_capacity(10_000)
+                .build(),
             token_request_fallback: flags.token_request_fallback,
         }
     }
@@ -217,9 +225,35 @@ impl Kubernetes {
             .map_err(|e: Arc<MountError>| (*e).clone())
     }
 
-    /// Mints a token of service account `namespace/account` for `audience`, bound to the pod (by name
-    /// and uid, so it dies with the pod) and short-lived.
+    /// A token of the pod's service account for `audience`, bound to the pod (by name and uid, so it dies
+    /// with the pod) and short-lived: minted, or the one minted for the same pod and audience within
+    /// [`MINTED_TOKEN_REUSE`].
     pub async fn mint_token(
+        &self,
+        pod: &MintFor<'_>,
+        audience: &str,
+        deadline: Instant,
+    ) -> MountResult<Zeroizing<String>> {
+        let key = [
+            pod.namespace,
+            pod.service_account,
+            pod.pod_name,
+            pod.pod_uid,
+            audience,
+        ]
+        .map(String::from);
+        self.minted
+            .try_get_with(key, async {
+                self.request_token(pod, audience, deadline)
+                    .await
+                    .map(Arc::new)
+            })
+            .await
+            .map(|token| Zeroizing::new(token.as_str().to_string()))
+            .map_err(|e: Arc<MountError>| (*e).clone())
+    }
+
+    async fn request_token(
         &self,
         pod: &MintFor<'_>,
         audience: &str,

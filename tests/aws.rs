@@ -722,6 +722,35 @@ async fn the_token_request_fallback_mints_the_pods_token_only_when_enabled() {
             .count("POST /api/v1/namespaces/openclaw/serviceaccounts/openclaw/token"),
         1
     );
+    // The same pod's next mount reuses the minted token; another pod (uid) gets its own.
+    aws.mount_attributes(attributes(&[
+        ("backend", "aws"),
+        ("region", REGION),
+        ("objects", objects),
+    ]))
+    .await
+    .expect("second mount");
+    assert_eq!(
+        aws.kube.state.lock().unwrap().minted.len(),
+        1,
+        "reused for the pod"
+    );
+    aws.mount_attributes(attributes(&[
+        ("backend", "aws"),
+        ("region", REGION),
+        ("objects", objects),
+        (
+            "csi.storage.k8s.io/pod.uid",
+            "4e1c2a4e-0000-4000-8000-000000000002",
+        ),
+    ]))
+    .await
+    .expect("another pod's mount");
+    assert_eq!(
+        aws.kube.state.lock().unwrap().minted.len(),
+        2,
+        "one per pod"
+    );
 }
 
 /// A fake EKS Pod Identity Agent: the documented container-credentials answer, for requests whose
