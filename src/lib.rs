@@ -17,6 +17,8 @@ pub mod request;
 pub mod response;
 pub mod server;
 pub mod service;
+#[cfg(feature = "sync")]
+pub mod sync;
 pub mod telemetry;
 pub mod tls_files;
 pub mod transform;
