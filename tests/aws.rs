@@ -86,6 +86,28 @@ impl Aws {
         self.mount_attributes(attributes(&all)).await
     }
 
+    /// A Mount by a pod of service account `account` presenting `token_of`'s IRSA token (the same
+    /// account for an honest pod).
+    async fn mount_as(
+        &self,
+        account: &str,
+        token_of: &str,
+        parameters: &[(&str, &str)],
+    ) -> Result<Mounted, tonic::Status> {
+        let token = self.issuer.token(
+            &format!("system:serviceaccount:{NAMESPACE}:{token_of}"),
+            &["sts.amazonaws.com"],
+        );
+        let tokens = tokens_attribute("sts.amazonaws.com", &token);
+        let mut all = vec![
+            ("backend", "aws"),
+            ("csi.storage.k8s.io/serviceAccount.name", account),
+            ("csi.storage.k8s.io/serviceAccount.tokens", tokens.as_str()),
+        ];
+        all.extend_from_slice(parameters);
+        self.mount_attributes(attributes(&all)).await
+    }
+
     async fn mount_attributes(
         &self,
         attributes: BTreeMap<String, String>,
@@ -489,19 +511,12 @@ async fn throttling_is_retried_then_reported_and_a_denied_batch_reads_one_by_one
         status: 500,
         error_type: "InternalFailure".into(),
     });
-    let token = aws.issuer.token(
-        &format!("system:serviceaccount:{NAMESPACE}:retried"),
-        &["sts.amazonaws.com"],
-    );
-    let tokens = tokens_attribute("sts.amazonaws.com", &token);
     let mounted = aws
-        .mount_attributes(attributes(&[
-            ("backend", "aws"),
-            ("region", REGION),
-            ("objects", SEED_OBJECTS),
-            ("csi.storage.k8s.io/serviceAccount.name", "retried"),
-            ("csi.storage.k8s.io/serviceAccount.tokens", &tokens),
-        ]))
+        .mount_as(
+            "retried",
+            "retried",
+            &[("region", REGION), ("objects", SEED_OBJECTS)],
+        )
         .await
         .expect("mount after two STS failures");
     assert_eq!(mounted.file("OPENAI_API_KEY"), "sk-VALUE-MUST-NOT-LEAK");
@@ -585,19 +600,12 @@ async fn errors_name_the_object_the_role_and_what_to_fix() {
     );
     // A service account without the role annotation.
     aws.kube.add_service_account(NAMESPACE, "no-role", &[]);
-    let token = aws.issuer.token(
-        &format!("system:serviceaccount:{NAMESPACE}:no-role"),
-        &["sts.amazonaws.com"],
-    );
-    let tokens = tokens_attribute("sts.amazonaws.com", &token);
     let error = aws
-        .mount_attributes(attributes(&[
-            ("backend", "aws"),
-            ("region", REGION),
-            ("objects", missing),
-            ("csi.storage.k8s.io/serviceAccount.name", "no-role"),
-            ("csi.storage.k8s.io/serviceAccount.tokens", &tokens),
-        ]))
+        .mount_as(
+            "no-role",
+            "no-role",
+            &[("region", REGION), ("objects", missing)],
+        )
         .await
         .err()
         .unwrap();
@@ -639,18 +647,12 @@ async fn errors_name_the_object_the_role_and_what_to_fix() {
         error.message()
     );
     // Another service account's token, even with credentials cached for this one.
-    let other = aws.issuer.token(
-        &format!("system:serviceaccount:{NAMESPACE}:other"),
-        &["sts.amazonaws.com"],
-    );
-    let tokens = tokens_attribute("sts.amazonaws.com", &other);
     let error = aws
-        .mount_attributes(attributes(&[
-            ("backend", "aws"),
-            ("region", REGION),
-            ("objects", missing),
-            ("csi.storage.k8s.io/serviceAccount.tokens", &tokens),
-        ]))
+        .mount_as(
+            "openclaw",
+            "other",
+            &[("region", REGION), ("objects", missing)],
+        )
         .await
         .err()
         .unwrap();
@@ -974,31 +976,17 @@ async fn the_value_cache_is_per_identity_and_still_needs_the_pods_own_token() {
         "kept for the identity"
     );
     // Another service account (another role) reads for itself.
-    let token = aws.issuer.token(
-        &format!("system:serviceaccount:{NAMESPACE}:billing"),
-        &["sts.amazonaws.com"],
-    );
-    let tokens = tokens_attribute("sts.amazonaws.com", &token);
-    let billing = attributes(&[
-        ("backend", "aws"),
-        ("region", REGION),
-        ("objects", SEED_OBJECTS),
-        ("csi.storage.k8s.io/serviceAccount.name", "billing"),
-        ("csi.storage.k8s.io/serviceAccount.tokens", &tokens),
-    ]);
-    aws.mount_attributes(billing)
+    aws.mount_as("billing", "billing", &params)
         .await
         .expect("billing's mount");
     assert_eq!(aws.proxy.count("secretsmanager.GetSecretValue"), 2);
     assert_eq!(aws.proxy.count("AssumeRoleWithWebIdentity"), 2);
     // A warm cache does not let a pod of openclaw in with billing's token.
-    let stolen = attributes(&[
-        ("backend", "aws"),
-        ("region", REGION),
-        ("objects", SEED_OBJECTS),
-        ("csi.storage.k8s.io/serviceAccount.tokens", &tokens),
-    ]);
-    let error = aws.mount_attributes(stolen).await.err().unwrap();
+    let error = aws
+        .mount_as("openclaw", "billing", &params)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(
         error.code(),
         tonic::Code::PermissionDenied,

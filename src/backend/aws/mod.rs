@@ -159,8 +159,8 @@ pub struct Regional {
 /// What every read of one mount shares.
 pub struct AwsMount {
     identity: AwsIdentity,
-    primary: Regional,
-    failover: Option<Regional>,
+    primary: Arc<Regional>,
+    failover: Option<Arc<Regional>>,
 }
 
 /// One object's value as AWS sent it, parsed when it is JSON (for `jmesPath`).
@@ -203,6 +203,8 @@ pub struct AwsBackend {
     pipeline: FetchPipeline<AwsSource>,
     objects: ObjectListCache<AwsObject>,
     sessions: Sessions,
+    /// SDK clients by principal and region, with the session they were made for.
+    clients: moka::future::Cache<(Principal, String), (Arc<Session>, Arc<Regional>)>,
     kubernetes: Arc<Kubernetes>,
     tokens: TokenSource,
     /// The SDK's shared configuration (endpoints from the standard environment, the HTTP client),
@@ -254,6 +256,10 @@ impl AwsBackend {
             pipeline,
             objects: ObjectListCache::new(settings.max_objects),
             sessions: Sessions::new(settings.session_cache_size),
+            clients: moka::future::Cache::builder()
+                .max_capacity(settings.session_cache_size.max(1))
+                .time_to_live(Duration::from_secs(12 * 3600))
+                .build(),
             kubernetes: shared.kubernetes.clone(),
             tokens: shared.tokens.clone(),
             base: OnceCell::new(),
@@ -371,11 +377,11 @@ impl AwsBackend {
             .session(&caller, &params, &region, &base, &token, deadline)
             .await?;
         let call = AwsMount {
-            primary: regional(&base, &region, &session),
-            failover: params
-                .failover_region
-                .as_deref()
-                .map(|r| regional(&base, r, &session)),
+            primary: self.regional(&base, &principal, &region, &session).await,
+            failover: match params.failover_region.as_deref() {
+                Some(r) => Some(self.regional(&base, &principal, r, &session).await),
+                None => None,
+            },
             identity: AwsIdentity {
                 principal,
                 region,
@@ -486,6 +492,28 @@ impl AwsBackend {
             })
             .await?;
         Ok((principal, session))
+    }
+
+    /// The clients of `region` with the session's credentials: made once per session and region, not
+    /// per mount.
+    async fn regional(
+        &self,
+        base: &aws_config::SdkConfig,
+        principal: &Principal,
+        region: &str,
+        session: &Arc<Session>,
+    ) -> Arc<Regional> {
+        let key = (principal.clone(), region.to_string());
+        if let Some((made_for, clients)) = self.clients.get(&key).await
+            && Arc::ptr_eq(&made_for, session)
+        {
+            return clients;
+        }
+        let clients = Arc::new(regional(base, region, session));
+        self.clients
+            .insert(key, (session.clone(), clients.clone()))
+            .await;
+        clients
     }
 
     async fn base(&self) -> aws_config::SdkConfig {
