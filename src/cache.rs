@@ -60,6 +60,13 @@ where
             .is_some_and(|cache| cache.contains_key(key))
     }
 
+    /// Drops the value kept for `key`, so the next read loads it afresh.
+    pub async fn invalidate(&self, key: &K) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(key).await;
+        }
+    }
+
     /// The value for `key`: kept, joined from an identical read in flight, or loaded now. The flag says
     /// whether this call's own `load` ran (a miss).
     pub async fn get_or_load<F>(

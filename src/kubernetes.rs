@@ -143,7 +143,8 @@ impl Kubernetes {
         }
     }
 
-    async fn client(&self) -> MountResult<kube::Client> {
+    /// The API client, made on first use.
+    pub async fn client(&self) -> MountResult<kube::Client> {
         self.client
             .get_or_try_init(|| async {
                 let config = match &self.kubeconfig {
@@ -177,7 +178,9 @@ impl Kubernetes {
             .cloned()
     }
 
-    async fn turn(&self, deadline: Instant) -> MountResult<()> {
+    /// Waits for the rate limit (`--kube-api-qps`, `--kube-api-burst`) to allow one request, at most
+    /// until `deadline`.
+    pub async fn turn(&self, deadline: Instant) -> MountResult<()> {
         self.limit.acquire(deadline).await.ok_or_else(|| {
             MountError::new(
                 ErrorKind::DeadlineExceeded,
@@ -234,11 +237,12 @@ impl Kubernetes {
         audience: &str,
         deadline: Instant,
     ) -> MountResult<Zeroizing<String>> {
+        let (pod_name, pod_uid) = pod.pod.unwrap_or_default();
         let key = [
             pod.namespace,
             pod.service_account,
-            pod.pod_name,
-            pod.pod_uid,
+            pod_name,
+            pod_uid,
             audience,
         ]
         .map(String::from);
@@ -265,11 +269,11 @@ impl Kubernetes {
             spec: TokenRequestSpec {
                 audiences: vec![audience.to_string()],
                 expiration_seconds: Some(MINTED_TOKEN_SECONDS),
-                bound_object_ref: Some(BoundObjectReference {
+                bound_object_ref: pod.pod.map(|(name, uid)| BoundObjectReference {
                     api_version: Some("v1".into()),
                     kind: Some("Pod".into()),
-                    name: Some(pod.pod_name.to_string()),
-                    uid: Some(pod.pod_uid.to_string()),
+                    name: Some(name.to_string()),
+                    uid: Some(uid.to_string()),
                 }),
             },
             ..Default::default()
@@ -365,12 +369,12 @@ fn key_of(what: &str, secret: Secret) -> MountResult<Zeroizing<Vec<u8>>> {
     Ok(key)
 }
 
-/// The pod a minted token is for.
+/// Whose token is minted: a service account, bound to a pod (name, uid) or, for the sync controller, to
+/// none.
 pub struct MintFor<'a> {
     pub namespace: &'a str,
     pub service_account: &'a str,
-    pub pod_name: &'a str,
-    pub pod_uid: &'a str,
+    pub pod: Option<(&'a str, &'a str)>,
 }
 
 /// One API call, within the mount's deadline, its failure as a mount error.

@@ -14,6 +14,11 @@ async fn main() -> anyhow::Result<()> {
             logging::init(cli.log_format, &cli.log_level).map_err(anyhow::Error::msg)?;
             server::run(*config, server::shutdown_signal()).await?;
         }
+        #[cfg(feature = "sync")]
+        Command::Sync(config) => {
+            logging::init(cli.log_format, &cli.log_level).map_err(anyhow::Error::msg)?;
+            openclaw_csi_provider::sync::run(*config, server::shutdown_signal()).await?;
+        }
         Command::Mount(args) => {
             logging::init(LogFormat::Text, "warn").map_err(anyhow::Error::msg)?;
             mount::run(*args).await?;

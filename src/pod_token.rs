@@ -116,6 +116,8 @@ pub fn for_audience<'a>(
 #[derive(Clone, Default)]
 pub struct TokenSource {
     kubernetes: Option<Arc<Kubernetes>>,
+    /// Mint tokens bound to no pod (the sync controller, whose requests name only a service account).
+    unbound: bool,
 }
 
 impl TokenSource {
@@ -123,6 +125,16 @@ impl TokenSource {
     pub fn new(kubernetes: Option<Arc<Kubernetes>>) -> Self {
         Self {
             kubernetes: kubernetes.filter(|k| k.token_request_fallback),
+            unbound: false,
+        }
+    }
+
+    /// Always mints through `kubernetes`, tokens bound to no pod: for the sync controller, which fetches
+    /// as the service account a SecretSync names (in its own namespace) and has no driver tokens.
+    pub fn unbound(kubernetes: Arc<Kubernetes>) -> Self {
+        Self {
+            kubernetes: Some(kubernetes),
+            unbound: true,
         }
     }
 
@@ -140,16 +152,15 @@ impl TokenSource {
             return Err(missing_token(request, audience));
         };
         let pod = &request.pod;
-        if pod.name.is_empty() || pod.uid.is_empty() {
+        if !self.unbound && (pod.name.is_empty() || pod.uid.is_empty()) {
             return Err(missing_pod_info(
                 "no pod name or uid, which a minted token is bound to",
             ));
         }
         let mint = MintFor {
-            namespace: &pod.namespace,
-            service_account: &pod.service_account,
-            pod_name: &pod.name,
-            pod_uid: &pod.uid,
+            namespace: &caller.namespace,
+            service_account: &caller.service_account,
+            pod: (!self.unbound).then_some((pod.name.as_str(), pod.uid.as_str())),
         };
         kubernetes
             .mint_token(&mint, audience, request.deadline())

@@ -100,6 +100,19 @@ pub struct MountRequest {
     /// When the mount must be answered by; the service sets it from `--mount-timeout` so backends can
     /// budget their retries.
     pub deadline: Option<tokio::time::Instant>,
+    /// How an in-process caller (the sync controller) wants the objects fetched; never set from the
+    /// driver's attributes.
+    pub fetch: FetchOptions,
+}
+
+/// Fetch options only in-process callers set (the driver's requests always get the defaults).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FetchOptions {
+    /// Read past the value cache (a forced refresh); the fresh answers replace the kept ones.
+    pub fresh: bool,
+    /// Treat every object as optional and list the absent ones in the response's `missing`, instead of
+    /// failing the mount on the first one.
+    pub report_missing: bool,
 }
 
 /// The deadline of a request that was given none.
@@ -157,6 +170,7 @@ impl MountRequest {
                 })
                 .collect(),
             deadline: None,
+            fetch: FetchOptions::default(),
         })
     }
 

@@ -49,6 +49,9 @@ pub struct ObjectVersion {
 pub struct MountResponse {
     pub files: Vec<MountedFile>,
     pub versions: Vec<ObjectVersion>,
+    /// The files of objects the backend does not have, skipped because they were optional (listed only
+    /// for requests with `report_missing`; never sent to the driver).
+    pub missing: Vec<String>,
 }
 
 impl MountResponse {
@@ -263,6 +266,7 @@ mod tests {
     #[test]
     fn rejects_duplicates_clashes_modes_and_missing_versions() {
         let dup = MountResponse {
+            missing: Vec::new(),
             files: vec![file("a", 0o644, b"1"), file("a", 0o644, b"2")],
             versions: vec![version("x")],
         };
@@ -271,6 +275,7 @@ mod tests {
             Reason::DuplicateFilePath
         );
         let clash = MountResponse {
+            missing: Vec::new(),
             files: vec![file("a", 0o644, b"1"), file("a/b", 0o644, b"2")],
             versions: vec![version("x")],
         };
@@ -279,11 +284,13 @@ mod tests {
             Reason::DuplicateFilePath
         );
         let mode = MountResponse {
+            missing: Vec::new(),
             files: vec![file("a", 0o1000, b"1")],
             versions: vec![version("x")],
         };
         assert_eq!(mode.validate().unwrap_err().reason, Reason::InvalidFileMode);
         let none = MountResponse {
+            missing: Vec::new(),
             files: vec![file("a", 0o644, b"1")],
             versions: vec![],
         };
@@ -296,6 +303,7 @@ mod tests {
     #[test]
     fn size_limit_names_the_largest_objects() {
         let response = MountResponse {
+            missing: Vec::new(),
             files: vec![
                 file("small", 0o644, &[0; 10]),
                 file("big", 0o644, &[0; 3000]),
@@ -313,6 +321,7 @@ mod tests {
     #[test]
     fn converts_to_the_wire_message() {
         let response = MountResponse {
+            missing: Vec::new(),
             files: vec![file("dir/key", 0o440, b"value")],
             versions: vec![version("file/dir/key")],
         };

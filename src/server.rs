@@ -96,14 +96,16 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
 }
 
-async fn version_key(
-    config: &ServeConfig,
+/// The HMAC key from `--hmac-key-secret` or `--hmac-key-file`, else a random one for this process.
+pub async fn version_key(
+    file: Option<&std::path::Path>,
+    secret: Option<&str>,
     kubernetes: &Kubernetes,
-) -> Result<VersionKey, ServeError> {
-    if let Some(secret) = &config.hmac_key_secret {
-        return Ok(version_key_from_secret(secret, kubernetes).await?);
+) -> Result<VersionKey, VersionKeyError> {
+    if let Some(secret) = secret {
+        return version_key_from_secret(secret, kubernetes).await;
     }
-    match &config.hmac_key_file {
+    match file {
         Some(path) => Ok(VersionKey::load_or_create(path)?),
         None => {
             tracing::warn!(
@@ -141,7 +143,13 @@ async fn version_key_from_secret(
 /// The backends the configuration builds (versions keyed as `serve` keys them).
 async fn backends(config: &ServeConfig, metrics: &Arc<Metrics>) -> Result<Backends, ServeError> {
     let kubernetes = Arc::new(Kubernetes::new(&config.backends.kubernetes));
-    let versions = Arc::new(version_key(config, &kubernetes).await?);
+    let versions = version_key(
+        config.hmac_key_file.as_deref(),
+        config.hmac_key_secret.as_deref(),
+        &kubernetes,
+    )
+    .await?;
+    let versions = Arc::new(versions);
     build_backends_with(config, versions, metrics, kubernetes)
 }
 
@@ -253,7 +261,8 @@ async fn start_health(
     let socket_path = socket.path().to_path_buf();
     let metrics = metrics.clone();
     tokio::spawn(async move {
-        if let Err(e) = health::serve(listener, socket_path, metrics, until_set(stop)).await {
+        let readiness = health::Readiness::Socket(socket_path);
+        if let Err(e) = health::serve(listener, readiness, metrics, until_set(stop)).await {
             tracing::error!(error = %e, "health server stopped");
         }
     });

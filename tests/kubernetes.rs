@@ -46,11 +46,9 @@ async fn nodes_sharing_the_key_secret_agree_on_versions_and_create_it_once() {
         kube.count("GET /api/v1/namespaces/openclaw-system/secrets/openclaw-hmac-key"),
         2
     );
-    let secret = kube.state.lock().unwrap().secrets[&(
-        "openclaw-system".to_string(),
-        "openclaw-hmac-key".to_string(),
-    )]
-        .clone();
+    let secret = kube
+        .get("secrets", "openclaw-system", "openclaw-hmac-key")
+        .expect("the key Secret");
     let key = secret["data"]["key"].as_str().expect("base64 key");
     assert_eq!(key.len(), 44, "32 random bytes, base64");
     assert_eq!(secret["type"], "Opaque");
@@ -69,8 +67,10 @@ async fn nodes_sharing_the_key_secret_agree_on_versions_and_create_it_once() {
 #[tokio::test]
 async fn an_unusable_key_secret_stops_the_provider_at_start() {
     let kube = FakeKube::start();
-    kube.state.lock().unwrap().secrets.insert(
-        ("openclaw-system".into(), "short".into()),
+    kube.put(
+        "api/v1",
+        "secrets",
+        "openclaw-system",
         json!({"apiVersion": "v1", "kind": "Secret",
                "metadata": {"name": "short", "namespace": "openclaw-system"},
                "data": {"key": "c2hvcnQ="}}),

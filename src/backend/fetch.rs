@@ -26,6 +26,7 @@ use zeroize::Zeroizing;
 use super::BoxFuture;
 use crate::cache::{Loaded, ValueCache};
 use crate::error::{ErrorKind, MountError, MountResult, Reason};
+use crate::request::{FetchOptions, MountRequest};
 use crate::response::{MountResponse, MountedFile, ObjectVersion, check_output_path};
 use crate::telemetry::metrics::Metrics;
 use crate::transform::{self, Encoding};
@@ -194,6 +195,7 @@ impl ResponseBuilder {
             response: MountResponse {
                 files: Vec::with_capacity(capacity),
                 versions: Vec::with_capacity(capacity),
+                missing: Vec::new(),
             },
             versions,
         }
@@ -219,11 +221,43 @@ impl ResponseBuilder {
         });
     }
 
+    /// Records the file of an optional object the backend does not have.
+    pub fn missing(&mut self, path: String) {
+        self.response.missing.push(path);
+    }
+
     pub fn finish(mut self) -> MountResponse {
         if self.response.versions.is_empty() {
             self.response.versions.push(self.versions.nothing_present());
         }
         self.response
+    }
+}
+
+/// How [`FetchPipeline::run`] fetches: by when, and the in-process caller's options.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    pub deadline: Instant,
+    pub fetch: FetchOptions,
+}
+
+impl RunOptions {
+    /// The request's deadline and fetch options.
+    pub fn of(request: &MountRequest) -> Self {
+        Self {
+            deadline: request.deadline(),
+            fetch: request.fetch,
+        }
+    }
+}
+
+impl From<Instant> for RunOptions {
+    /// Only a deadline: what a driver's mount gets.
+    fn from(deadline: Instant) -> Self {
+        Self {
+            deadline,
+            fetch: FetchOptions::default(),
+        }
     }
 }
 
@@ -278,10 +312,18 @@ impl<S: Source> FetchPipeline<S> {
         &self,
         source: &S,
         call: &S::Call,
-        plan: Vec<PlannedObject<S::Request>>,
-        deadline: Instant,
+        mut plan: Vec<PlannedObject<S::Request>>,
+        options: impl Into<RunOptions>,
     ) -> MountResult<MountResponse> {
+        let options = options.into();
         check_plan(&plan)?;
+        if options.fetch.report_missing {
+            plan.iter_mut().for_each(|object| object.optional = true);
+        }
+        if options.fetch.fresh {
+            self.forget(call, &plan).await;
+        }
+        let deadline = options.deadline;
         let answers = self.fetch_distinct(source, call, &plan, deadline).await?;
         let mut response = ResponseBuilder::new(self.versions.clone(), plan.len());
         // Many objects may cut one large answer: count the files before copying them.
@@ -289,7 +331,10 @@ impl<S: Source> FetchPipeline<S> {
         for object in plan {
             let answer = match answers.get(&object.request) {
                 Some(Ok(answer)) => answer,
-                Some(Err(error)) if object.optional && is_absent(error) => continue,
+                Some(Err(error)) if object.optional && is_absent(error) => {
+                    response.missing(object.path);
+                    continue;
+                }
                 Some(Err(error)) => return Err(error.clone()),
                 None => {
                     return Err(MountError::internal(
@@ -303,7 +348,10 @@ impl<S: Source> FetchPipeline<S> {
             }
             let contents = match contents_of::<S>(&object, &answer.value) {
                 Ok(contents) => contents,
-                Err(error) if object.optional && is_absent(&error) => continue,
+                Err(error) if object.optional && is_absent(&error) => {
+                    response.missing(object.path);
+                    continue;
+                }
                 Err(error) => return Err(error),
             };
             if object.key.is_some() {
@@ -316,6 +364,14 @@ impl<S: Source> FetchPipeline<S> {
             response.push(object.id, version, object.path, object.mode, contents);
         }
         Ok(response.finish())
+    }
+
+    /// Drops the kept answers of the plan's reads (a forced refresh reads them afresh).
+    async fn forget(&self, call: &S::Call, plan: &[PlannedObject<S::Request>]) {
+        for object in plan.iter().filter(|o| S::is_read(&o.request)) {
+            let key = (S::identity(call).clone(), object.request.clone());
+            self.values.invalidate(&key).await;
+        }
     }
 
     /// Each distinct request of the plan, once, at most `concurrency` backend calls at a time (a call

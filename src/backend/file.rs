@@ -134,7 +134,7 @@ impl FileBackend {
                     output_path,
                     mode: FileMode::or_default(object.file_permission, request.default_mode),
                     object_name: object.object_name.clone(),
-                    optional: object.optional,
+                    optional: object.optional || request.fetch.report_missing,
                 })
             })
             .collect()
@@ -200,7 +200,10 @@ impl FileBackend {
     ) -> MountResponse {
         let mut response = ResponseBuilder::new(self.versions.clone(), plan.len());
         for (object, content) in plan.into_iter().zip(contents) {
-            let Some(content) = content else { continue };
+            let Some(content) = content else {
+                response.missing(object.output_path);
+                continue;
+            };
             let mode = object.mode.to_string();
             let version = response.versions().keyed(
                 &[

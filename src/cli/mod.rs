@@ -1,5 +1,5 @@
-//! The command line: `serve` (the provider), `mount` (a driver emulator and benchmark), `demo` and
-//! `check` (a SecretProviderClass linter).
+//! The command line: `serve` (the provider), `sync` (the sync controller), `mount` (a driver emulator and
+//! benchmark), `demo` and `check` (a SecretProviderClass linter).
 
 pub mod atomic_writer;
 pub mod check;
@@ -47,4 +47,7 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Check a SecretProviderClass offline against this provider and its flags (exit 1 on findings).
     Check(Box<check::CheckArgs>),
+    /// Keep Kubernetes Secrets in step with the backends (SecretSync resources); runs as a Deployment.
+    #[cfg(feature = "sync")]
+    Sync(Box<crate::sync::SyncConfig>),
 }

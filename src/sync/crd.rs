@@ -165,12 +165,23 @@ pub struct SecretSyncStatus {
     /// The backend's versions of the synced objects.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub object_versions: Vec<SyncedObjectVersion>,
-    /// Keyed HMAC of the written data, to skip writes when nothing changed.
+    /// Keyed HMAC of the written data (`v1:` + HMAC-SHA256 under the controller's key), to skip writes
+    /// when nothing changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synced_hash: Option<String>,
+    /// The `syncedHash` the rollout targets were last restarted for; differing from `syncedHash`, a
+    /// rollout is due (so a new leader finishes one the old leader could not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_out_hash: Option<String>,
+    /// The Secret's `resourceVersion` after the controller's last write: another value means someone
+    /// else changed it, and the controller re-applies its keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_resource_version: Option<String>,
+    /// When the Secret's data last changed (written, or a key removed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
-    /// When the next poll is due.
+    /// When the next poll was due as of the last status write (polls that find nothing changed write
+    /// nothing, so this is not moved by them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -182,6 +193,81 @@ pub struct SecretSyncStatus {
 pub struct SyncedObjectVersion {
     pub id: String,
     pub version: String,
+}
+
+/// The default `refreshInterval`.
+pub const DEFAULT_REFRESH: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl SecretSyncSpec {
+    /// The refresh interval (`None`: sync once), or why it is not a Go duration.
+    pub fn refresh(&self) -> Result<Option<std::time::Duration>, String> {
+        match self.refresh_interval.as_deref().map(str::trim) {
+            None | Some("") => Ok(Some(DEFAULT_REFRESH)),
+            Some("0") => Ok(None),
+            Some(text) => parse_go_duration(text)
+                .filter(|d| !d.is_zero())
+                .map(Some)
+                .ok_or_else(|| {
+                    let shown: String = text.chars().take(32).collect();
+                    format!(
+                        "spec.refreshInterval {shown:?} is not a duration such as 1h or 90s (or 0 for once)"
+                    )
+                }),
+        }
+    }
+
+    /// The Secret's name: `target.name`, else the SecretSync's.
+    pub fn target_name<'a>(&'a self, sync_name: &'a str) -> &'a str {
+        self.target
+            .as_ref()
+            .and_then(|t| t.name.as_deref())
+            .unwrap_or(sync_name)
+    }
+
+    pub fn creation_policy(&self) -> CreationPolicy {
+        self.target
+            .as_ref()
+            .and_then(|t| t.creation_policy)
+            .unwrap_or_default()
+    }
+
+    pub fn deletion_policy(&self) -> DeletionPolicy {
+        self.target
+            .as_ref()
+            .and_then(|t| t.deletion_policy)
+            .unwrap_or_default()
+    }
+}
+
+/// A Go `time.ParseDuration` string of non-negative units (`1h30m`, `1.5h`, `90s`, `500ms`).
+pub fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() || rest.len() > 64 {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..number_end].parse().ok()?;
+        rest = &rest[number_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        total += number * seconds;
+    }
+    (total.is_finite() && total < 1e10).then(|| std::time::Duration::from_secs_f64(total))
 }
 
 /// The CRD as YAML, as `deploy/crds/secretsync.yaml` holds it.
@@ -245,6 +331,27 @@ mod tests {
             spec["required"],
             serde_json::json!(["secretProviderClassName", "serviceAccountName"])
         );
+    }
+
+    #[test]
+    fn refresh_intervals_are_go_durations() {
+        let spec = |interval: Option<&str>| SecretSyncSpec {
+            secret_provider_class_name: "spc".into(),
+            service_account_name: "sa".into(),
+            refresh_interval: interval.map(String::from),
+            target: None,
+            data: vec![],
+            rollout: None,
+        };
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(spec(None).refresh(), Ok(Some(secs(3600))));
+        assert_eq!(spec(Some("0")).refresh(), Ok(None));
+        assert_eq!(spec(Some("1h30m")).refresh(), Ok(Some(secs(5400))));
+        assert_eq!(spec(Some("1.5h")).refresh(), Ok(Some(secs(5400))));
+        assert_eq!(spec(Some("90s")).refresh(), Ok(Some(secs(90))));
+        for bad in ["1d", "-1m", "h", "1", "1m1", "0s", "1e5s", "9999999999h"] {
+            assert!(spec(Some(bad)).refresh().is_err(), "{bad}");
+        }
     }
 
     #[test]

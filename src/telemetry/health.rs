@@ -1,5 +1,5 @@
-//! The HTTP server on `--health-addr`: `/healthz` (the process is alive), `/readyz` (the provider socket
-//! accepts connections) and `/metrics` (Prometheus text).
+//! The HTTP server on `--health-addr`: `/healthz` (the process is alive), `/readyz` (`serve`: the provider
+//! socket accepts connections; `sync`: see [`Readiness::Flag`]) and `/metrics` (Prometheus text).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,9 +14,18 @@ use tokio::net::{TcpListener, UnixStream};
 
 use super::metrics::Metrics;
 
+/// What `/readyz` checks.
+#[derive(Clone)]
+pub enum Readiness {
+    /// The provider socket accepts connections.
+    Socket(PathBuf),
+    /// A flag the process keeps (the sync controller: a standby, or a leader whose watches are up).
+    Flag(tokio::sync::watch::Receiver<bool>, &'static str),
+}
+
 #[derive(Clone)]
 struct HealthState {
-    socket: PathBuf,
+    readiness: Readiness,
     metrics: Arc<Metrics>,
 }
 
@@ -28,7 +37,7 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 /// Serves health and metrics until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    socket: PathBuf,
+    readiness: Readiness,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -36,19 +45,24 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics_text))
-        .with_state(HealthState { socket, metrics });
+        .with_state(HealthState { readiness, metrics });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
 
 async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
-    match UnixStream::connect(&state.socket).await {
-        Ok(_) => (StatusCode::OK, "ready\n"),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
+    let (ready, why_not) = match &state.readiness {
+        Readiness::Socket(socket) => (
+            UnixStream::connect(socket).await.is_ok(),
             "provider socket does not accept connections\n",
         ),
+        Readiness::Flag(flag, why_not) => (*flag.borrow(), *why_not),
+    };
+    if ready {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, why_not)
     }
 }
 

@@ -1,4 +1,5 @@
-//! Prometheus metrics of the provider: mounts by backend and result code, mount duration, errors by code.
+//! Prometheus metrics of the provider: mounts by backend and result code, mount duration, errors by code;
+//! and, in `sync` mode, the controller's ([`SyncMetrics`], prefix `openclaw_sync`).
 //!
 //! Label values are bounded: backend names come from the provider's own list (`unknown`/`none`
 //! otherwise), codes from the fixed set of [`crate::error::Reason`] (plus `OK`).
@@ -7,6 +8,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -45,6 +47,8 @@ pub const OK: &str = "Ok";
 /// The provider's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
+    /// The sync controller's metrics (only in `sync` mode).
+    pub sync: Option<SyncMetrics>,
     mounts: Family<MountLabels, Counter>,
     errors: Family<CodeLabel, Counter>,
     duration: Family<BackendLabel, Histogram>,
@@ -54,7 +58,8 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("openclaw_provider");
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("openclaw_provider");
         let mounts = Family::<MountLabels, Counter>::default();
         let errors = Family::<CodeLabel, Counter>::default();
         let duration = Family::<BackendLabel, Histogram>::new_with_constructor(|| {
@@ -91,7 +96,8 @@ impl Default for Metrics {
             cache_lookups.clone(),
         );
         Self {
-            registry,
+            registry: root,
+            sync: None,
             mounts,
             errors,
             duration,
@@ -102,6 +108,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The provider's metrics plus the sync controller's.
+    pub fn for_sync() -> Self {
+        let mut metrics = Self::default();
+        let sync = SyncMetrics::default();
+        sync.register(metrics.registry.sub_registry_with_prefix("openclaw_sync"));
+        metrics.sync = Some(sync);
+        metrics
+    }
+
     /// Records one Mount call.
     pub fn record_mount(&self, backend: &'static str, code: &'static str, seconds: f64) {
         self.mounts
@@ -145,5 +160,108 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadyLabel {
+    ready: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+/// The sync controller's metrics. Labels are fixed sets, never a SecretSync's name or key.
+pub struct SyncMetrics {
+    reconciles: Family<ResultLabel, Counter>,
+    duration: Histogram,
+    objects: Family<ReadyLabel, Gauge>,
+    rollouts: Counter,
+    writes: Family<KindLabel, Counter>,
+    leader: Gauge,
+}
+
+impl Default for SyncMetrics {
+    fn default() -> Self {
+        Self {
+            reconciles: Family::default(),
+            duration: Histogram::new([
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            objects: Family::default(),
+            rollouts: Counter::default(),
+            writes: Family::default(),
+            leader: Gauge::default(),
+        }
+    }
+}
+
+impl SyncMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "reconcile",
+            "SecretSync reconciles by result (synced: the Secret was written; unchanged; failed)",
+            self.reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one SecretSync reconcile took (fetch, compare, write)",
+            self.duration.clone(),
+        );
+        registry.register(
+            "objects",
+            "SecretSync objects by Ready condition (true, false, unknown)",
+            self.objects.clone(),
+        );
+        registry.register(
+            "rollouts",
+            "Workload restarts the controller triggered",
+            self.rollouts.clone(),
+        );
+        registry.register(
+            "api_writes",
+            "Writes to the Kubernetes API by kind (secret, status, rollout, event, delete)",
+            self.writes.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease",
+            self.leader.clone(),
+        );
+    }
+
+    /// Records one reconcile's result and duration.
+    pub fn record_reconcile(&self, result: &'static str, seconds: f64) {
+        self.reconciles.get_or_create(&ResultLabel { result }).inc();
+        self.duration.observe(seconds);
+    }
+
+    /// Sets how many SecretSyncs are in each Ready state.
+    pub fn set_objects(&self, ready: usize, not_ready: usize, unknown: usize) {
+        for (label, count) in [("true", ready), ("false", not_ready), ("unknown", unknown)] {
+            self.objects
+                .get_or_create(&ReadyLabel { ready: label })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    pub fn record_rollout(&self) {
+        self.rollouts.inc();
+    }
+
+    /// Records one write to the Kubernetes API.
+    pub fn record_write(&self, kind: &'static str) {
+        self.writes.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
     }
 }

@@ -1,10 +1,11 @@
-//! An in-repo fake of the Kubernetes API for what the provider uses (no kube-apiserver can be installed
-//! here), written from the Kubernetes API reference: core/v1 ServiceAccounts (get), their `token`
-//! subresource (TokenRequest, authentication.k8s.io/v1: audiences required, `expirationSeconds` at least
-//! 600, a `boundObjectRef` to a Pod must name it), Nodes (get) and Secrets (get, create: 409
-//! AlreadyExists on a second create). Failures are `Status` objects with the documented `reason` and
-//! `code`; every object carries a `resourceVersion` from one counter. Requests need the bearer token of
-//! the kubeconfig the fake writes (401 otherwise). Every request is logged, for counting.
+//! An in-repo fake of the Kubernetes API for what the provider and the sync controller use (no
+//! kube-apiserver can be installed here), written from the Kubernetes API reference: core/v1
+//! ServiceAccounts (get), their `token` subresource (TokenRequest, authentication.k8s.io/v1: audiences
+//! required, `expirationSeconds` at least 600, a `boundObjectRef` to a Pod must name it), Nodes (get), and
+//! the object store of [`super::fake_store`] (Secrets, Events, Leases, workloads, SecretProviderClasses,
+//! SecretSyncs: every verb, watches, server-side apply). Failures are `Status` objects with the documented
+//! `reason` and `code`. Requests need the bearer token of the kubeconfig the fake writes (401 otherwise).
+//! Every request is logged, for counting.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
+use super::fake_store::{self, KINDS, SharedStore};
 use super::identity::JwtIssuer;
 
 /// The bearer token the fake's kubeconfig carries.
@@ -30,7 +32,6 @@ pub const PROVIDER_TOKEN: &str = "fake-provider-token";
 pub struct KubeState {
     pub service_accounts: HashMap<(String, String), Value>,
     pub nodes: HashMap<String, Value>,
-    pub secrets: HashMap<(String, String), Value>,
     /// `METHOD path` of every request.
     pub requests: Vec<String>,
     /// The TokenRequest bodies the fake answered.
@@ -51,6 +52,7 @@ impl KubeState {
 pub struct FakeKube {
     pub url: String,
     pub state: Arc<Mutex<KubeState>>,
+    pub store: SharedStore,
     pub kubeconfig: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -61,6 +63,8 @@ impl FakeKube {
     /// Starts the fake on a loopback port, on a thread of its own, and writes its kubeconfig.
     pub fn start() -> Self {
         let state: Shared = Arc::default();
+        let store: SharedStore = Arc::default();
+        let served = store.clone();
         let app = axum::Router::new()
             .route(
                 "/api/v1/namespaces/{ns}/serviceaccounts/{name}",
@@ -71,9 +75,17 @@ impl FakeKube {
                 post(create_token),
             )
             .route("/api/v1/nodes/{name}", get(get_node))
-            .route("/api/v1/namespaces/{ns}/secrets/{name}", get(get_secret))
-            .route("/api/v1/namespaces/{ns}/secrets", post(create_secret))
-            .fallback(unknown)
+            .fallback(
+                move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                    let store = served.clone();
+                    async move {
+                        match fake_store::handle(&store, &method, &uri, &headers, &body).await {
+                            Some(response) => response,
+                            None => unknown(method, uri).await,
+                        }
+                    }
+                },
+            )
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 authenticate,
@@ -95,6 +107,7 @@ impl FakeKube {
         Self {
             url,
             state,
+            store,
             kubeconfig,
             _dir: dir,
         }
@@ -130,6 +143,97 @@ impl FakeKube {
             json!({"apiVersion": "v1", "kind": "Node",
                    "metadata": {"name": name, "resourceVersion": version, "labels": labels}}),
         );
+    }
+
+    /// Creates or replaces an object as a test's setup (not logged as a request): `group_path` is
+    /// `api/v1` or `apis/GROUP/VERSION`.
+    pub fn put(&self, group_path: &str, plural: &str, namespace: &str, object: Value) {
+        let kind = KINDS
+            .iter()
+            .copied()
+            .find(|k| k.group_path == group_path && k.plural == plural)
+            .unwrap_or_else(|| panic!("the fake serves no {group_path}/{plural}"));
+        let name = object["metadata"]["name"]
+            .as_str()
+            .expect("a name")
+            .to_string();
+        let mut store = self.store.lock().unwrap();
+        let exists = store.get(group_path, plural, namespace, &name).is_some();
+        let written = if exists {
+            let mut object = object;
+            object["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("resourceVersion");
+            store.replace(kind, namespace, &name, object, None, "test")
+        } else {
+            store.create(kind, namespace, object, "test")
+        };
+        if let Err(refusal) = written {
+            panic!("put {plural}/{name}: {}", refusal.2);
+        }
+    }
+
+    /// An object by plural (`events` are core/v1's).
+    pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        let kind = Self::kind(plural);
+        self.store
+            .lock()
+            .unwrap()
+            .get(kind.group_path, plural, namespace, name)
+    }
+
+    pub fn list(&self, plural: &str, namespace: &str) -> Vec<Value> {
+        let kind = Self::kind(plural);
+        self.store
+            .lock()
+            .unwrap()
+            .list(kind.group_path, plural, Some(namespace))
+    }
+
+    /// Deletes an object as a test's action (with garbage collection of what it owns).
+    pub fn delete(&self, plural: &str, namespace: &str, name: &str) {
+        let kind = Self::kind(plural);
+        let _ = self.store.lock().unwrap().delete(kind, namespace, name);
+    }
+
+    /// The namespace's core/v1 Events.
+    pub fn events(&self, namespace: &str) -> Vec<Value> {
+        self.list("events", namespace)
+    }
+
+    /// Drops the watch history: a watch from an older version then gets `410 Gone`.
+    pub fn compact(&self) {
+        let mut store = self.store.lock().unwrap();
+        store.compacted = store.version;
+        store.history.clear();
+    }
+
+    /// Ends every open watch (as an API server restart would).
+    pub fn close_watches(&self) {
+        fake_store::close_watches(&self.store);
+    }
+
+    /// Requests that write stored objects (everything but reads, Lease renewals and TokenRequests).
+    pub fn writes(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| !r.starts_with("GET "))
+            .filter(|r| !r.contains("/leases") && !r.ends_with("/token"))
+            .count()
+    }
+
+    /// `METHOD path` of every request so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    fn kind(plural: &str) -> fake_store::Kind {
+        KINDS
+            .iter()
+            .copied()
+            .find(|k| k.plural == plural)
+            .unwrap_or_else(|| panic!("the fake serves no {plural}"))
     }
 
     /// How many requests matched `METHOD path-prefix`.
@@ -301,47 +405,4 @@ async fn create_token(
     let mut answer = request;
     answer["status"] = json!({"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"});
     (StatusCode::CREATED, Json(answer)).into_response()
-}
-
-async fn get_secret(
-    State(state): State<Shared>,
-    Path((ns, name)): Path<(String, String)>,
-) -> Response {
-    match state.lock().unwrap().secrets.get(&(ns, name.clone())) {
-        Some(secret) => Json(secret.clone()).into_response(),
-        None => not_found("secrets", &name),
-    }
-}
-
-async fn create_secret(
-    State(state): State<Shared>,
-    Path(ns): Path<String>,
-    body: Bytes,
-) -> Response {
-    let Ok(mut secret) = serde_json::from_slice::<Value>(&body) else {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "the body is not JSON",
-            None,
-        );
-    };
-    let Some(name) = secret["metadata"]["name"].as_str().map(String::from) else {
-        return invalid("Secret", "", "metadata.name: Required value");
-    };
-    let mut state = state.lock().unwrap();
-    if state.secrets.contains_key(&(ns.clone(), name.clone())) {
-        return status(
-            StatusCode::CONFLICT,
-            "AlreadyExists",
-            &format!("secrets \"{name}\" already exists"),
-            Some(json!({"name": name, "kind": "secrets"})),
-        );
-    }
-    let version = state.next_version();
-    secret["metadata"]["namespace"] = json!(ns);
-    secret["metadata"]["resourceVersion"] = json!(version);
-    secret["metadata"]["uid"] = json!(format!("uid-secret-{name}"));
-    state.secrets.insert((ns, name), secret.clone());
-    (StatusCode::CREATED, Json(secret)).into_response()
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_kube;
+pub mod fake_store;
 #[cfg(feature = "vault")]
 pub mod hostile_vault;
 pub mod identity;
@@ -10,6 +11,8 @@ pub mod identity;
 pub mod moto;
 #[cfg(feature = "vault")]
 pub mod openbao;
+#[cfg(feature = "sync")]
+pub mod sync_process;
 
 use std::collections::BTreeMap;
 use std::fs;

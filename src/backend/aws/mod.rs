@@ -25,7 +25,9 @@ use zeroize::Zeroizing;
 use self::client::{CallFailure, PARAMETERS_PER_BATCH, ReadValue, SECRETS_PER_BATCH};
 use self::credentials::{Principal, Session, Sessions};
 use self::params::{AwsObject, AwsParams, CheckedObject, ObjectType, Target};
-use super::fetch::{Answer, FetchPipeline, PipelineSettings, PlannedObject, Source, check_plan};
+use super::fetch::{
+    Answer, FetchPipeline, PipelineSettings, PlannedObject, RunOptions, Source, check_plan,
+};
 use super::objects::ObjectListCache;
 use super::{Backend, BoxFuture, BuildError, FetchFlags, SharedParts};
 use crate::cache::Loaded;
@@ -388,7 +390,9 @@ impl AwsBackend {
                 failover_region: params.failover_region.clone(),
             },
         };
-        self.pipeline.run(&self.source, &call, plan, deadline).await
+        self.pipeline
+            .run(&self.source, &call, plan, RunOptions::of(request))
+            .await
     }
 
     /// The pod's credentials: kept for its principal, or fetched now.

@@ -28,7 +28,9 @@ use self::client::{HttpLimits, VaultCall, VaultHttp};
 use self::params::{
     AllowedAddresses, SecretRequest, TlsParams, VaultDefaults, VaultObject, VaultParams,
 };
-use super::fetch::{Answer, FetchPipeline, PipelineSettings, PlannedObject, Source, check_plan};
+use super::fetch::{
+    Answer, FetchPipeline, PipelineSettings, PlannedObject, RunOptions, Source, check_plan,
+};
 use super::objects::ObjectListCache;
 use super::{Backend, BoxFuture, BuildError, FetchFlags, SharedParts};
 use crate::cache::Loaded;
@@ -341,7 +343,7 @@ impl VaultBackend {
             params,
         };
         self.pipeline
-            .run(&self.source, &call, plan, request.deadline())
+            .run(&self.source, &call, plan, RunOptions::of(request))
             .await
     }
 }

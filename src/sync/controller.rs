@@ -1,0 +1,507 @@
+//! The leader's loop: what is due when. It keeps every SecretSync (from the watch) and the metadata of
+//! the Secrets it labelled (from a label-filtered metadata watch, never their data), and runs at most
+//! `--sync-concurrency` reconciles at a time, earliest due first.
+//!
+//! When a SecretSync is due:
+//! - first seen: at once if it never synced, its spec changed since, or a rollout is pending; otherwise
+//!   spread over min(interval, 5 min), so a restart or failover does not poll everything at once;
+//! - after a success: its refresh interval ± 10 %; SecretSyncs that read the same thing (namespace,
+//!   SecretProviderClass, service account) share one poll time, so the value cache serves all of them
+//!   from one backend read (the jitter spreads load across distinct reads, not across copies of one);
+//! - after a failure: 1 s doubling to 5 min (± 10 %), or the next poll for failures retrying cannot fix;
+//! - at once on a spec change, a new `force-sync` annotation value (which also reads past the value
+//!   cache), or a change to its Secret by someone else (drift, deletion).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::PartialObjectMeta;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::crd::SecretSync;
+use super::reconcile::{self, Context, Input, Next, Outcome};
+use super::target::SYNC_LABEL;
+use super::watch::Change;
+use crate::service::until_set;
+
+/// The annotation whose new value forces a refresh (ESO's name, so `kubectl annotate … force-sync=…`
+/// works unchanged).
+pub const FORCE_SYNC_ANNOTATION: &str = "force-sync";
+/// Longest spread of first polls after a start.
+const MAX_START_SPREAD: Duration = Duration::from_secs(300);
+/// Longest error backoff.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long in-flight reconciles get to finish on shutdown.
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+type Key = (String, String);
+
+/// What the loop knows about one SecretSync.
+struct Entry {
+    sync: Arc<SecretSync>,
+    /// Its place in the queue.
+    slot: Option<(Instant, u64)>,
+    running: bool,
+    /// It changed while a reconcile ran: run again right after.
+    again: bool,
+    /// The next reconcile reads past the value cache.
+    force: bool,
+    force_seen: Option<String>,
+    failures: u32,
+    last_warning: Option<String>,
+    ready: Option<bool>,
+    /// The Secret's version after this replica's last write.
+    written_version: Option<String>,
+}
+
+impl Entry {
+    fn target(&self) -> Key {
+        let meta = &self.sync.metadata;
+        let name = meta.name.as_deref().unwrap_or_default();
+        (
+            meta.namespace.clone().unwrap_or_default(),
+            self.sync.spec.target_name(name).to_string(),
+        )
+    }
+
+    fn known_version(&self) -> Option<&str> {
+        self.written_version.as_deref().or(self
+            .sync
+            .status
+            .as_ref()
+            .and_then(|s| s.target_resource_version.as_deref()))
+    }
+}
+
+/// The scheduling loop (see the module doc).
+pub struct Controller {
+    ctx: Arc<Context>,
+    concurrency: usize,
+    entries: HashMap<Key, Entry>,
+    queue: BTreeMap<(Instant, u64), Key>,
+    seq: u64,
+    secrets: HashMap<Key, Arc<ObjectMeta>>,
+    groups: HashMap<(String, String, String), Instant>,
+    running: usize,
+    gauges_at: Instant,
+}
+
+/// The streams the loop reads.
+pub struct Feeds {
+    pub syncs: mpsc::Receiver<Change<SecretSync>>,
+    pub secrets: mpsc::Receiver<Change<PartialObjectMeta<Secret>>>,
+}
+
+impl Controller {
+    pub fn new(ctx: Arc<Context>, concurrency: usize) -> Self {
+        Self {
+            ctx,
+            concurrency: concurrency.max(1),
+            entries: HashMap::new(),
+            queue: BTreeMap::new(),
+            seq: 0,
+            secrets: HashMap::new(),
+            groups: HashMap::new(),
+            running: 0,
+            gauges_at: Instant::now(),
+        }
+    }
+
+    /// Runs until `stop` is set, then lets running reconciles finish (up to 10 s). `ready` turns true
+    /// once both watches have listed.
+    pub async fn run(
+        mut self,
+        mut feeds: Feeds,
+        ready: watch::Sender<bool>,
+        stop: watch::Receiver<bool>,
+    ) {
+        let (done_tx, mut done_rx) = mpsc::channel::<(Key, Outcome)>(self.concurrency * 2);
+        let (mut syncs_listed, mut secrets_listed) = (false, false);
+        loop {
+            if syncs_listed && secrets_listed {
+                ready.send_if_modified(|r| !std::mem::replace(r, true));
+                self.dispatch(&done_tx);
+            }
+            let wake = self.queue.first_key_value().map(|((at, _), _)| *at);
+            tokio::select! {
+                Some(change) = feeds.syncs.recv() => {
+                    syncs_listed |= matches!(change, Change::Listed(_));
+                    self.on_sync(change);
+                }
+                Some(change) = feeds.secrets.recv() => {
+                    secrets_listed |= matches!(change, Change::Listed(_));
+                    self.on_secret(change);
+                }
+                Some((key, outcome)) = done_rx.recv() => self.on_done(key, outcome),
+                () = sleep_until(wake) => {}
+                () = until_set(stop.clone()) => break,
+            }
+        }
+        let drained = tokio::time::timeout(DRAIN_TIME, async {
+            while self.running > 0 {
+                match done_rx.recv().await {
+                    Some(_) => self.running -= 1,
+                    None => break,
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                running = self.running,
+                "reconciles still running at shutdown"
+            );
+        }
+    }
+
+    /// Starts due reconciles up to the concurrency.
+    fn dispatch(&mut self, done: &mpsc::Sender<(Key, Outcome)>) {
+        let now = Instant::now();
+        while self.running < self.concurrency {
+            match self.queue.first_key_value() {
+                Some(((at, _), _)) if *at <= now => {}
+                _ => break,
+            }
+            let Some((_, key)) = self.queue.pop_first() else {
+                break;
+            };
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            entry.slot = None;
+            entry.running = true;
+            self.running += 1;
+            let input = Input {
+                sync: entry.sync.clone(),
+                secret: self.secrets.get(&entry.target()).cloned(),
+                force: std::mem::take(&mut entry.force),
+                last_warning: entry.last_warning.clone(),
+            };
+            let ctx = self.ctx.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let outcome = reconcile::reconcile(&ctx, input).await;
+                let _ = done.send((key, outcome)).await;
+            });
+        }
+        self.update_gauges();
+    }
+
+    fn on_sync(&mut self, change: Change<SecretSync>) {
+        match change {
+            Change::Listed(all) => {
+                let keys: std::collections::HashSet<Key> = all.iter().map(key_of).collect();
+                let gone: Vec<Key> = self
+                    .entries
+                    .keys()
+                    .filter(|k| !keys.contains(*k))
+                    .cloned()
+                    .collect();
+                gone.iter().for_each(|k| self.remove(k));
+                all.into_iter().for_each(|sync| self.upsert(sync));
+            }
+            Change::Applied(sync) => self.upsert(sync),
+            Change::Deleted(sync) => self.remove(&key_of(&sync)),
+        }
+    }
+
+    fn upsert(&mut self, sync: SecretSync) {
+        let key = key_of(&sync);
+        let force = force_value(&sync);
+        let now = Instant::now();
+        let Some(entry) = self.entries.get_mut(&key) else {
+            let first = self.first_poll(&sync, now);
+            self.entries.insert(
+                key.clone(),
+                Entry {
+                    sync: Arc::new(sync),
+                    slot: None,
+                    running: false,
+                    again: false,
+                    force: false,
+                    force_seen: force,
+                    failures: 0,
+                    last_warning: None,
+                    ready: None,
+                    written_version: None,
+                },
+            );
+            if let Some(at) = first {
+                self.schedule(&key, at);
+            }
+            return;
+        };
+        let spec_changed = entry.sync.metadata.generation != sync.metadata.generation;
+        let forced = force.is_some() && force != entry.force_seen;
+        entry.force_seen = force;
+        entry.force |= forced;
+        entry.sync = Arc::new(sync);
+        if spec_changed || forced {
+            entry.failures = 0;
+            entry.last_warning = None;
+            self.run_now(&key);
+        }
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some(entry) = self.entries.remove(key)
+            && let Some(slot) = entry.slot
+        {
+            self.queue.remove(&slot);
+        }
+    }
+
+    fn on_secret(&mut self, change: Change<PartialObjectMeta<Secret>>) {
+        match change {
+            Change::Listed(all) => {
+                self.secrets = all
+                    .into_iter()
+                    .filter_map(|s| Some((secret_key(&s.metadata)?, Arc::new(s.metadata))))
+                    .collect();
+                let drifted: Vec<Key> = self
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| !e.running && e.known_version().is_some())
+                    .filter(|(_, e)| {
+                        let live = self.secrets.get(&e.target());
+                        live.and_then(|m| m.resource_version.as_deref()) != e.known_version()
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                drifted.iter().for_each(|k| self.run_now(k));
+            }
+            Change::Applied(secret) => {
+                let Some(key) = secret_key(&secret.metadata) else {
+                    return;
+                };
+                let version = secret.metadata.resource_version.clone();
+                self.secrets
+                    .insert(key.clone(), Arc::new(secret.metadata.clone()));
+                if let Some(owner) = self.owner_of(&key, &secret.metadata)
+                    && self.entries[&owner].known_version() != version.as_deref()
+                {
+                    self.run_now(&owner);
+                }
+            }
+            Change::Deleted(secret) => {
+                let Some(key) = secret_key(&secret.metadata) else {
+                    return;
+                };
+                self.secrets.remove(&key);
+                if let Some(owner) = self.owner_of(&key, &secret.metadata) {
+                    self.run_now(&owner);
+                }
+            }
+        }
+    }
+
+    /// The SecretSync (not running now) that writes this Secret, by its label.
+    fn owner_of(&self, secret: &Key, meta: &ObjectMeta) -> Option<Key> {
+        let name = meta.labels.as_ref()?.get(SYNC_LABEL)?;
+        let owner = (secret.0.clone(), name.clone());
+        let entry = self.entries.get(&owner)?;
+        (entry.target() == *secret && !entry.running).then_some(owner)
+    }
+
+    fn on_done(&mut self, key: Key, outcome: Outcome) {
+        self.running -= 1;
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
+        entry.running = false;
+        entry.last_warning = outcome.last_warning;
+        entry.ready = Some(outcome.ready);
+        if outcome.written_version.is_some() {
+            entry.written_version = outcome.written_version;
+        }
+        if let Some(status) = outcome.status {
+            Arc::make_mut(&mut entry.sync).status = Some(status);
+        }
+        let now = Instant::now();
+        let at = if std::mem::take(&mut entry.again) {
+            Some(now)
+        } else {
+            match outcome.next {
+                Next::Backoff => {
+                    entry.failures = entry.failures.saturating_add(1);
+                    Some(now + backoff(entry.failures))
+                }
+                Next::After(delay) => {
+                    entry.failures = 0;
+                    Some(now + delay)
+                }
+                Next::Poll => {
+                    entry.failures = 0;
+                    let sync = entry.sync.clone();
+                    reconcile::refresh_of(&sync, self.ctx.settings.min_interval)
+                        .ok()
+                        .flatten()
+                        .map(|interval| self.group_time(&sync, now, jittered(interval), interval))
+                }
+            }
+        };
+        if let Some(at) = at {
+            self.schedule(&key, at);
+        }
+    }
+
+    /// When a SecretSync first seen is due (see the module doc); `None`: synced once, never again.
+    fn first_poll(&mut self, sync: &SecretSync, now: Instant) -> Option<Instant> {
+        let status = sync.status.clone().unwrap_or_default();
+        let never_synced = status.synced_hash.is_none();
+        let spec_changed = status.observed_generation != sync.metadata.generation;
+        let rollout_pending = status.rolled_out_hash != status.synced_hash;
+        if never_synced || spec_changed || rollout_pending {
+            return Some(now);
+        }
+        let interval = reconcile::refresh_of(sync, self.ctx.settings.min_interval)
+            .ok()
+            .flatten()?;
+        let window = interval.min(MAX_START_SPREAD);
+        Some(self.group_time(sync, now, window.mul_f64(random_fraction()), window))
+    }
+
+    /// The poll time of the SecretSync's group, when one is set within `window`; else `now + delay`,
+    /// which becomes the group's.
+    fn group_time(
+        &mut self,
+        sync: &SecretSync,
+        now: Instant,
+        delay: Duration,
+        window: Duration,
+    ) -> Instant {
+        let group = (
+            sync.metadata.namespace.clone().unwrap_or_default(),
+            sync.spec.secret_provider_class_name.clone(),
+            sync.spec.service_account_name.clone(),
+        );
+        if let Some(&at) = self.groups.get(&group)
+            && at > now
+            && at <= now + window
+        {
+            return at;
+        }
+        let at = now + delay;
+        if self.groups.len() > 2 * self.entries.len() + 1024 {
+            self.groups.retain(|_, at| *at > now);
+        }
+        self.groups.insert(group, at);
+        at
+    }
+
+    fn run_now(&mut self, key: &Key) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        if entry.running {
+            entry.again = true;
+        } else {
+            self.schedule(key, Instant::now());
+        }
+    }
+
+    fn schedule(&mut self, key: &Key, at: Instant) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        if let Some(slot) = entry.slot.take() {
+            self.queue.remove(&slot);
+        }
+        self.seq += 1;
+        let slot = (at, self.seq);
+        self.queue.insert(slot, key.clone());
+        entry.slot = Some(slot);
+    }
+
+    /// Refreshes the Ready gauges, at most every 5 s.
+    fn update_gauges(&mut self) {
+        let Some(metrics) = self.ctx.sync_metrics() else {
+            return;
+        };
+        if self.gauges_at.elapsed() < Duration::from_secs(5) && !self.queue.is_empty() {
+            return;
+        }
+        self.gauges_at = Instant::now();
+        let (mut ready, mut not_ready, mut unknown) = (0, 0, 0);
+        for entry in self.entries.values() {
+            match entry.ready.or_else(|| ready_in_status(&entry.sync)) {
+                Some(true) => ready += 1,
+                Some(false) => not_ready += 1,
+                None => unknown += 1,
+            }
+        }
+        metrics.set_objects(ready, not_ready, unknown);
+    }
+}
+
+fn ready_in_status(sync: &SecretSync) -> Option<bool> {
+    let status = sync.status.as_ref()?;
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some(ready.status == "True")
+}
+
+fn key_of(sync: &SecretSync) -> Key {
+    (
+        sync.metadata.namespace.clone().unwrap_or_default(),
+        sync.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+fn secret_key(meta: &ObjectMeta) -> Option<Key> {
+    Some((meta.namespace.clone()?, meta.name.clone()?))
+}
+
+fn force_value(sync: &SecretSync) -> Option<String> {
+    sync.metadata
+        .annotations
+        .as_ref()?
+        .get(FORCE_SYNC_ANNOTATION)
+        .cloned()
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A uniform random number in [0, 1).
+fn random_fraction() -> f64 {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// `interval` ± 10 %.
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(0.9 + 0.2 * random_fraction())
+}
+
+/// 1 s doubling per failure up to 5 min, ± 10 %.
+fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_secs(1u64 << failures.saturating_sub(1).min(9)).min(MAX_BACKOFF);
+    jittered(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_five_minutes_with_jitter() {
+        let seconds: Vec<f64> = (1..=12).map(|n| backoff(n).as_secs_f64()).collect();
+        for (n, s) in seconds.iter().enumerate() {
+            let base = (1u64 << n.min(9)).min(300) as f64;
+            assert!(*s >= base * 0.9 && *s <= base * 1.1, "{n}: {s}");
+        }
+        for _ in 0..100 {
+            let j = jittered(Duration::from_secs(3600)).as_secs_f64();
+            assert!((3240.0..=3960.0).contains(&j), "{j}");
+        }
+    }
+}

@@ -1,0 +1,475 @@
+//! One SecretSync, once: check the target Secret may be written, fetch ([`super::source`]), apply the
+//! deletion policy, write the Secret only when its keyed hash or its `resourceVersion` says it changed
+//! ([`super::target`]), restart the workloads once the debounce has passed ([`super::rollout`]), and
+//! report ([`super::report`]: status only when it changed, events). Failures leave the Secret as it was.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use super::crd::{CreationPolicy, DeletionPolicy, SecretSync, SecretSyncStatus};
+use super::{report, rollout, source, target};
+use crate::backend::Backends;
+use crate::error::{ErrorKind, MountError};
+use crate::kubernetes::Kubernetes;
+use crate::telemetry::metrics::{Metrics, SyncMetrics};
+use crate::version_hmac::VersionKey;
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: kube::Client,
+    pub kubernetes: Arc<Kubernetes>,
+    pub backends: Backends,
+    pub versions: Arc<VersionKey>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+}
+
+/// The controller's settings that reconciles use.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Longest one fetch may take.
+    pub mount_timeout: Duration,
+    /// How long after a data change the workloads are restarted.
+    pub debounce: Duration,
+    /// Shortest refresh interval honoured.
+    pub min_interval: Duration,
+    /// This replica's name, in events.
+    pub instance: String,
+}
+
+impl Context {
+    /// Waits for the Kubernetes API rate limit.
+    pub async fn throttle(&self) {
+        let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let _ = self.kubernetes.turn(far).await;
+    }
+
+    pub fn sync_metrics(&self) -> Option<&SyncMetrics> {
+        self.metrics.sync.as_ref()
+    }
+
+    /// Counts one API write.
+    pub fn wrote(&self, kind: &'static str) {
+        if let Some(metrics) = self.sync_metrics() {
+            metrics.record_write(kind);
+        }
+    }
+}
+
+/// Why a reconcile failed: the Ready condition's reason and message (never a value), and when to retry.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub reason: &'static str,
+    pub message: String,
+    pub retry: Retry,
+}
+
+/// When a failed SecretSync is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Soon, backing off (the cause may pass: the backend or the API is down).
+    Backoff,
+    /// At the next regular poll or when the SecretSync changes (retrying sooner changes nothing).
+    Poll,
+}
+
+impl Failure {
+    /// A problem with the spec or the objects it names: fixed by editing, not by retrying.
+    pub fn spec(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+            retry: Retry::Poll,
+        }
+    }
+
+    /// A Kubernetes API call failed: its code and reason only (API messages can quote what was sent).
+    pub fn api(what: &str, error: &kube::Error) -> Self {
+        let message = match error {
+            kube::Error::Api(status) => {
+                format!(
+                    "the Kubernetes API answered {} {} {what}",
+                    status.code, status.reason
+                )
+            }
+            other => format!(
+                "the Kubernetes API could not be reached {what}: {}",
+                crate::error::first_line(&other.to_string())
+            ),
+        };
+        Self {
+            reason: "KubernetesApiError",
+            message,
+            retry: Retry::Backoff,
+        }
+    }
+
+    /// A fetch failed (the backend's message names objects and causes, never values).
+    pub fn from_mount(error: MountError) -> Self {
+        let (reason, retry) = match error.kind {
+            ErrorKind::InvalidArgument => ("InvalidSpec", Retry::Poll),
+            ErrorKind::NotFound => ("SourceNotFound", Retry::Backoff),
+            ErrorKind::PermissionDenied | ErrorKind::Unauthenticated => {
+                ("BackendDenied", Retry::Backoff)
+            }
+            ErrorKind::ResourceExhausted => ("BackendThrottled", Retry::Backoff),
+            ErrorKind::Unavailable | ErrorKind::DeadlineExceeded => {
+                ("BackendUnavailable", Retry::Backoff)
+            }
+            ErrorKind::FailedPrecondition | ErrorKind::Internal => ("FetchFailed", Retry::Backoff),
+        };
+        Self {
+            reason,
+            message: format!("{}: {}", error.reason.as_str(), error.message),
+            retry,
+        }
+    }
+}
+
+/// What one reconcile is given.
+pub struct Input {
+    pub sync: Arc<SecretSync>,
+    /// The target Secret's metadata, when the controller's watch has it (a Secret it labelled).
+    pub secret: Option<Arc<ObjectMeta>>,
+    /// Read past the value cache (force-sync).
+    pub force: bool,
+    /// The last warning event posted for this SecretSync (the same failure is not posted again).
+    pub last_warning: Option<String>,
+}
+
+/// What one reconcile did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// `synced` (the Secret was written), `unchanged` or `failed`.
+    pub result: &'static str,
+    pub next: Next,
+    pub ready: bool,
+    /// The Secret's `resourceVersion` after this reconcile's write.
+    pub written_version: Option<String>,
+    pub last_warning: Option<String>,
+    /// The status as this reconcile left it (the watch brings it later).
+    pub status: Option<SecretSyncStatus>,
+}
+
+/// When the SecretSync is due again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// At its refresh interval (never for `0`).
+    Poll,
+    /// Soon, backing off.
+    Backoff,
+    /// After this long (a debounced rollout).
+    After(Duration),
+}
+
+/// Reconciles one SecretSync.
+pub async fn reconcile(ctx: &Context, input: Input) -> Outcome {
+    let started = std::time::Instant::now();
+    let outcome = match sync_once(ctx, &input).await {
+        Ok(outcome) => outcome,
+        Err(failure) => failed(ctx, &input, failure).await,
+    };
+    if let Some(metrics) = ctx.sync_metrics() {
+        metrics.record_reconcile(outcome.result, started.elapsed().as_secs_f64());
+    }
+    outcome
+}
+
+async fn sync_once(ctx: &Context, input: &Input) -> Result<Outcome, Failure> {
+    let sync = &input.sync;
+    let spec = &sync.spec;
+    let name = sync.metadata.name.as_deref().unwrap_or_default();
+    let namespace = sync.metadata.namespace.as_deref().unwrap_or_default();
+    let old = sync.status.clone().unwrap_or_default();
+    let interval = refresh_of(sync, ctx.settings.min_interval)?;
+    let policy = spec.creation_policy();
+    let target_name = spec.target_name(name);
+    check_spec(sync, target_name)?;
+    let existing = match policy {
+        CreationPolicy::None => None,
+        _ => target::existing(ctx, namespace, target_name, input.secret.clone()).await?,
+    };
+    target::check_ownership(policy, existing.as_ref(), sync, target_name)?;
+    let fetched = source::fetch(ctx, sync, input.force).await?;
+    let mut status = old.clone();
+    status.object_versions = fetched.versions;
+    status.observed_generation = sync.metadata.generation;
+    if !fetched.gone.is_empty() {
+        match spec.deletion_policy() {
+            DeletionPolicy::Retain => {
+                return Err(Failure::spec(
+                    "SourceNotFound",
+                    format!(
+                        "the backend no longer has the objects of keys {}: the Secret keeps its last \
+                         data (deletionPolicy Retain)",
+                        fetched.gone.join(", ")
+                    ),
+                ));
+            }
+            DeletionPolicy::Delete => {
+                return deleted(ctx, input, status, existing, target_name, &fetched.gone).await;
+            }
+            DeletionPolicy::Merge => {}
+        }
+    }
+    let data = fetched.data;
+    let hash = target::data_hash(&ctx.versions, sync, target_name, &data);
+    let first = old.synced_hash.is_none();
+    let changed = old.synced_hash.as_deref() != Some(hash.as_str());
+    let mut result = if changed { "synced" } else { "unchanged" };
+    let mut written_version = None;
+    if policy != CreationPolicy::None {
+        let live_version = existing.as_ref().and_then(|m| m.resource_version.clone());
+        let drifted = live_version.is_none() || live_version != old.target_resource_version;
+        if changed || drifted {
+            let version = target::apply(ctx, sync, policy, target_name, &data).await?;
+            result = "synced";
+            let (reason, message) = write_event(first, changed, target_name, data.len());
+            report::event(ctx, sync, report::NORMAL, reason, &message).await;
+            status.target_resource_version = Some(version.clone());
+            written_version = Some(version);
+        }
+    }
+    if changed {
+        status.synced_hash = Some(hash.clone());
+        status.last_sync_time = Some(Time(Timestamp::now()));
+    }
+    if first || policy == CreationPolicy::None {
+        status.rolled_out_hash = Some(hash.clone());
+    }
+    let next = rollout_if_due(ctx, sync, target_name, &hash, &mut status).await?;
+    let message = if fetched.gone.is_empty() {
+        format!("{} keys in Secret {target_name}", data.len())
+    } else {
+        format!(
+            "{} keys in Secret {target_name}; removed {}: their objects are gone (deletionPolicy Merge)",
+            data.len(),
+            fetched.gone.join(", ")
+        )
+    };
+    status.conditions = report::ready(
+        true,
+        report::SYNCED,
+        &message,
+        sync.metadata.generation,
+        &old.conditions,
+    );
+    let status = report::write_status(ctx, sync, &old, status, interval).await?;
+    Ok(Outcome {
+        result,
+        next,
+        ready: true,
+        written_version,
+        last_warning: None,
+        status: Some(status),
+    })
+}
+
+/// The refresh interval, raised to the floor; a spec error when it does not parse.
+pub fn refresh_of(sync: &SecretSync, floor: Duration) -> Result<Option<Duration>, Failure> {
+    let interval = sync
+        .spec
+        .refresh()
+        .map_err(|message| Failure::spec("InvalidSpec", message))?;
+    Ok(interval.map(|i| i.max(floor)))
+}
+
+fn check_spec(sync: &SecretSync, target_name: &str) -> Result<(), Failure> {
+    if !is_dns_subdomain(target_name) {
+        let shown: String = target_name.chars().take(64).collect();
+        return Err(Failure::spec(
+            "InvalidSpec",
+            format!("spec.target.name {shown:?} is not a Secret name"),
+        ));
+    }
+    if sync.spec.deletion_policy() == DeletionPolicy::Delete
+        && sync.spec.creation_policy() != CreationPolicy::Owner
+    {
+        return Err(Failure::spec(
+            "InvalidSpec",
+            "deletionPolicy Delete needs creationPolicy Owner",
+        ));
+    }
+    Ok(())
+}
+
+/// A DNS-1123 subdomain (what Secret and workload names must be).
+pub fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn write_event(
+    first: bool,
+    changed: bool,
+    target_name: &str,
+    keys: usize,
+) -> (&'static str, String) {
+    if first {
+        (
+            "Synced",
+            format!("wrote {keys} keys to Secret {target_name}"),
+        )
+    } else if changed {
+        (
+            "Updated",
+            format!("the backend's data changed: wrote {keys} keys to Secret {target_name}"),
+        )
+    } else {
+        (
+            "Updated",
+            format!(
+                "Secret {target_name} was changed or deleted outside the controller: re-applied its {keys} keys"
+            ),
+        )
+    }
+}
+
+/// Restarts the workloads once the data has been stable for the debounce; otherwise says when to look
+/// again.
+async fn rollout_if_due(
+    ctx: &Context,
+    sync: &SecretSync,
+    target_name: &str,
+    hash: &str,
+    status: &mut SecretSyncStatus,
+) -> Result<Next, Failure> {
+    if status.rolled_out_hash.as_deref() == Some(hash) {
+        return Ok(Next::Poll);
+    }
+    let changed_at = status
+        .last_sync_time
+        .as_ref()
+        .map_or(Timestamp::UNIX_EPOCH, |t| t.0);
+    let since = Timestamp::now().duration_since(changed_at).unsigned_abs();
+    if since < ctx.settings.debounce {
+        return Ok(Next::After(ctx.settings.debounce - since));
+    }
+    rollout::restart_all(ctx, sync, target_name, hash).await?;
+    status.rolled_out_hash = Some(hash.to_string());
+    Ok(Next::Poll)
+}
+
+/// `deletionPolicy: Delete` with objects gone: the Secret goes (it is the controller's, checked).
+async fn deleted(
+    ctx: &Context,
+    input: &Input,
+    mut status: SecretSyncStatus,
+    existing: Option<ObjectMeta>,
+    target_name: &str,
+    gone: &[String],
+) -> Result<Outcome, Failure> {
+    let sync = &input.sync;
+    let old = sync.status.clone().unwrap_or_default();
+    let message = format!(
+        "the backend no longer has the objects of keys {}: Secret {target_name} deleted (deletionPolicy Delete)",
+        gone.join(", ")
+    );
+    if let Some(existing) = existing {
+        target::delete(ctx, sync, target_name, &existing).await?;
+        report::event(ctx, sync, report::NORMAL, "Deleted", &message).await;
+    }
+    status.synced_hash = None;
+    status.rolled_out_hash = None;
+    status.target_resource_version = None;
+    status.conditions = report::ready(
+        false,
+        "SecretDeleted",
+        &message,
+        sync.metadata.generation,
+        &old.conditions,
+    );
+    let interval = refresh_of(sync, ctx.settings.min_interval)?;
+    let status = report::write_status(ctx, sync, &old, status, interval).await?;
+    Ok(Outcome {
+        result: "synced",
+        next: Next::Poll,
+        ready: false,
+        written_version: None,
+        last_warning: None,
+        status: Some(status),
+    })
+}
+
+/// A failed reconcile: Ready=False with the reason, one warning event per distinct failure.
+async fn failed(ctx: &Context, input: &Input, failure: Failure) -> Outcome {
+    let sync = &input.sync;
+    tracing::warn!(
+        namespace = sync.metadata.namespace.as_deref().unwrap_or_default(),
+        name = sync.metadata.name.as_deref().unwrap_or_default(),
+        reason = failure.reason,
+        error = %failure.message,
+        "sync failed"
+    );
+    let old = sync.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    status.observed_generation = sync.metadata.generation;
+    status.conditions = report::ready(
+        false,
+        failure.reason,
+        &failure.message,
+        sync.metadata.generation,
+        &old.conditions,
+    );
+    let interval = refresh_of(sync, ctx.settings.min_interval).unwrap_or(None);
+    let status = match report::write_status(ctx, sync, &old, status, interval).await {
+        Ok(status) => Some(status),
+        Err(e) => {
+            tracing::warn!(error = %e.message, "writing the SecretSync status failed");
+            None
+        }
+    };
+    let warning = format!("{}: {}", failure.reason, failure.message);
+    if input.last_warning.as_deref() != Some(warning.as_str()) {
+        report::event(ctx, sync, report::WARNING, "SyncFailed", &failure.message).await;
+    }
+    Outcome {
+        result: "failed",
+        next: match failure.retry {
+            Retry::Backoff => Next::Backoff,
+            Retry::Poll => Next::Poll,
+        },
+        ready: false,
+        written_version: None,
+        last_warning: Some(warning),
+        status,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_failures() {
+        assert!(is_dns_subdomain("openclaw-secrets"));
+        assert!(is_dns_subdomain("a.b-c"));
+        for bad in ["", "A", "-a", "a-", "a..b", "a/b", &"a".repeat(254)] {
+            assert!(!is_dns_subdomain(bad), "{bad}");
+        }
+        let throttled = Failure::from_mount(MountError::new(
+            ErrorKind::ResourceExhausted,
+            crate::error::Reason::BackendThrottled,
+            "slow down",
+        ));
+        assert_eq!(throttled.reason, "BackendThrottled");
+        assert_eq!(throttled.retry, Retry::Backoff);
+        assert!(throttled.message.starts_with("BackendThrottled: "));
+        let invalid = Failure::from_mount(MountError::invalid(
+            crate::error::Reason::InvalidParameter,
+            "bad",
+        ));
+        assert_eq!(invalid.retry, Retry::Poll);
+    }
+}

@@ -1,0 +1,196 @@
+//! List-then-watch of one kind of object, feeding the controller: the full list first (which replaces
+//! what the controller knew), then every change from that list's `resourceVersion` on. A watch that ends
+//! (the API server's timeout) is resumed from the last version seen; a `410 Gone` (that version is no
+//! longer kept) makes a fresh list. Failures back off from 1 s to 30 s and never end the loop.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ListParams, ObjectList, PartialObjectMeta, WatchEvent, WatchParams};
+use kube::{Api, Resource};
+use tokio::sync::mpsc;
+
+use crate::backend::BoxFuture;
+
+/// What the controller hears about one kind of object.
+#[derive(Debug)]
+pub enum Change<K> {
+    /// Every object there is now (after a start or a `410 Gone`).
+    Listed(Vec<K>),
+    Applied(K),
+    Deleted(K),
+}
+
+/// Seconds the API server is asked to keep one watch open.
+const WATCH_SECONDS: u32 = 290;
+
+/// A list and a watch of one kind of object.
+pub trait Lister<K: Clone>: Send + Sync {
+    fn list(&self) -> BoxFuture<'_, kube::Result<ObjectList<K>>>;
+    #[allow(clippy::type_complexity)]
+    fn watch(
+        &self,
+        version: String,
+    ) -> BoxFuture<'_, kube::Result<BoxStream<'static, kube::Result<WatchEvent<K>>>>>;
+}
+
+/// Whole objects, optionally filtered by labels.
+pub struct Objects<K> {
+    pub api: Api<K>,
+    pub labels: Option<String>,
+}
+
+impl<K> Lister<K> for Objects<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    fn list(&self) -> BoxFuture<'_, kube::Result<ObjectList<K>>> {
+        Box::pin(async move { self.api.list(&list_params(&self.labels)).await })
+    }
+
+    fn watch(
+        &self,
+        version: String,
+    ) -> BoxFuture<'_, kube::Result<BoxStream<'static, kube::Result<WatchEvent<K>>>>> {
+        Box::pin(async move {
+            let stream = self
+                .api
+                .watch(&watch_params(&self.labels), &version)
+                .await?;
+            Ok(stream.boxed())
+        })
+    }
+}
+
+/// Secrets' metadata only (never their data), filtered by labels.
+pub struct SecretMetadata {
+    pub api: Api<Secret>,
+    pub labels: String,
+}
+
+impl Lister<PartialObjectMeta<Secret>> for SecretMetadata {
+    fn list(&self) -> BoxFuture<'_, kube::Result<ObjectList<PartialObjectMeta<Secret>>>> {
+        Box::pin(async move {
+            self.api
+                .list_metadata(&list_params(&Some(self.labels.clone())))
+                .await
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn watch(
+        &self,
+        version: String,
+    ) -> BoxFuture<
+        '_,
+        kube::Result<BoxStream<'static, kube::Result<WatchEvent<PartialObjectMeta<Secret>>>>>,
+    > {
+        Box::pin(async move {
+            let stream = self
+                .api
+                .watch_metadata(&watch_params(&Some(self.labels.clone())), &version)
+                .await?;
+            Ok(stream.boxed())
+        })
+    }
+}
+
+fn list_params(labels: &Option<String>) -> ListParams {
+    let params = ListParams::default();
+    match labels {
+        Some(labels) => params.labels(labels),
+        None => params,
+    }
+}
+
+fn watch_params(labels: &Option<String>) -> WatchParams {
+    let params = WatchParams::default().timeout(WATCH_SECONDS);
+    match labels {
+        Some(labels) => params.labels(labels),
+        None => params,
+    }
+}
+
+/// Lists and watches until the receiver is gone.
+pub async fn run<K, L>(what: &'static str, source: L, changes: mpsc::Sender<Change<K>>)
+where
+    K: Resource + Clone + Send + 'static,
+    L: Lister<K>,
+{
+    let mut failures = 0u32;
+    'list: loop {
+        let list = match source.list().await {
+            Ok(list) => list,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(watch = what, error = %e, "listing failed");
+                tokio::time::sleep(backoff(failures)).await;
+                continue;
+            }
+        };
+        let mut version = list.metadata.resource_version.clone().unwrap_or_default();
+        if changes.send(Change::Listed(list.items)).await.is_err() {
+            return;
+        }
+        loop {
+            let mut stream = match source.watch(version.clone()).await {
+                Ok(stream) => stream,
+                Err(e) if is_gone(&e) => continue 'list,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(watch = what, error = %e, "watching failed");
+                    tokio::time::sleep(backoff(failures)).await;
+                    continue;
+                }
+            };
+            while let Some(event) = stream.next().await {
+                let change = match event {
+                    Ok(WatchEvent::Added(object)) | Ok(WatchEvent::Modified(object)) => {
+                        Change::Applied(object)
+                    }
+                    Ok(WatchEvent::Deleted(object)) => Change::Deleted(object),
+                    Ok(WatchEvent::Bookmark(bookmark)) => {
+                        version = bookmark.metadata.resource_version;
+                        continue;
+                    }
+                    Ok(WatchEvent::Error(status)) if status.code == 410 => {
+                        tracing::info!(watch = what, "the watch's version is gone: listing again");
+                        continue 'list;
+                    }
+                    Ok(WatchEvent::Error(status)) => {
+                        tracing::warn!(watch = what, code = status.code, reason = %status.reason, "watch error");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(watch = what, error = %e, "the watch broke");
+                        break;
+                    }
+                };
+                failures = 0;
+                if let Some(seen) = object_version(&change) {
+                    version = seen;
+                }
+                if changes.send(change).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn object_version<K: Resource>(change: &Change<K>) -> Option<String> {
+    match change {
+        Change::Applied(object) | Change::Deleted(object) => object.meta().resource_version.clone(),
+        Change::Listed(_) => None,
+    }
+}
+
+fn is_gone(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 410)
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(5).saturating_sub(1)).min(Duration::from_secs(30))
+}
