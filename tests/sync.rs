@@ -690,3 +690,49 @@ async fn the_backend_going_away_keeps_the_last_data_and_recovers() {
     .await;
     assert_eq!(world.data("keys"), Some(keys));
 }
+
+/// A watch whose version the API server no longer keeps (`410 Gone`) makes the controller list again:
+/// a SecretSync created while its watch was down is still synced, and nothing already synced is
+/// rewritten.
+#[tokio::test]
+async fn an_expired_watch_lists_again_and_misses_nothing() {
+    let world = World::start().await;
+    world.add_sync("before", json!({"refreshInterval": "1h"}));
+    let controller = world.controller("sync-a", &[]);
+    let keys = expected_keys(openbao::ANTHROPIC_KEY);
+    wait_for(
+        "the first sync",
+        Duration::from_secs(30),
+        &[&controller],
+        || world.data("before") == Some(keys.clone()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let secret_writes = world
+        .kube
+        .count("PATCH /api/v1/namespaces/openclaw/secrets/before");
+    // The watches go down; a SecretSync is made while none is open; the history is compacted.
+    world.kube.pause_watches();
+    world.kube.close_watches();
+    world.add_sync("after", json!({"refreshInterval": "1h"}));
+    world.kube.compact();
+    world.kube.resume_watches();
+    wait_for(
+        "the SecretSync made during the gap",
+        Duration::from_secs(30),
+        &[&controller],
+        || world.data("after") == Some(keys.clone()),
+    )
+    .await;
+    assert!(
+        controller.logs().matches("listing again").count() >= 2,
+        "the controller saw the 410: {}",
+        controller.logs()
+    );
+    assert_eq!(
+        world
+            .kube
+            .count("PATCH /api/v1/namespaces/openclaw/secrets/before"),
+        secret_writes
+    );
+}

@@ -160,11 +160,15 @@ where
                         continue 'list;
                     }
                     Ok(WatchEvent::Error(status)) => {
+                        failures += 1;
                         tracing::warn!(watch = what, code = status.code, reason = %status.reason, "watch error");
+                        tokio::time::sleep(backoff(failures)).await;
                         break;
                     }
                     Err(e) => {
+                        failures += 1;
                         tracing::warn!(watch = what, error = %e, "the watch broke");
+                        tokio::time::sleep(backoff(failures)).await;
                         break;
                     }
                 };

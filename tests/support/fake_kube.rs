@@ -209,6 +209,15 @@ impl FakeKube {
         store.history.clear();
     }
 
+    /// Makes new watch requests wait until [`FakeKube::resume_watches`].
+    pub fn pause_watches(&self) {
+        self.store.lock().unwrap().paused.send_replace(true);
+    }
+
+    pub fn resume_watches(&self) {
+        self.store.lock().unwrap().paused.send_replace(false);
+    }
+
     /// Ends every open watch (as an API server restart would).
     pub fn close_watches(&self) {
         fake_store::close_watches(&self.store);

@@ -138,6 +138,8 @@ pub struct Store {
     changes: broadcast::Sender<Change>,
     /// Bumped to end every open watch.
     closes: tokio::sync::watch::Sender<u64>,
+    /// While true, new watch requests wait (a test makes a gap in which changes go unseen).
+    pub paused: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for Store {
@@ -152,6 +154,7 @@ impl Default for Store {
             uid: 0,
             changes: broadcast::channel(100_000).0,
             closes: tokio::sync::watch::channel(0).0,
+            paused: tokio::sync::watch::channel(false).0,
         }
     }
 }
@@ -847,7 +850,7 @@ fn watch(
             && matches_labels(&change.object["object"], &selector)
     };
     let shape = move |mut event: Value| {
-        if metadata_only {
+        if metadata_only && event["type"] != "ERROR" {
             event["object"] = partial(&event["object"]);
         }
         let mut line = serde_json::to_vec(&event).unwrap();

@@ -44,11 +44,17 @@ pub fn base_flags(kubeconfig: &Path, key_file: &Path) -> Vec<String> {
 impl SyncProcess {
     /// Starts `sync` with `flags`, logging to `dir/<name>.log`, as pod `name`; waits for its health port.
     pub fn start(dir: &Path, name: &str, flags: &[String]) -> Self {
+        Self::start_with_env(dir, name, flags, &[])
+    }
+
+    /// [`SyncProcess::start`] with extra environment variables.
+    pub fn start_with_env(dir: &Path, name: &str, flags: &[String], env: &[(&str, &str)]) -> Self {
         let log = dir.join(format!("{name}.log"));
         let health = format!("127.0.0.1:{}", free_port());
         let log_file = fs::File::create(&log).expect("log file");
         let child = Command::new(BINARY)
             .env("POD_NAME", name)
+            .envs(env.iter().copied())
             .args(["sync", "--health-addr", &health, "--log-format", "json"])
             .args(["--log-level", "debug"])
             .args(flags)
