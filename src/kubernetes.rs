@@ -171,6 +171,11 @@ impl Kubernetes {
                         ))
                     })?,
                 };
+                // Every caller bounds its calls and backs off by itself (mounts by their deadline, the
+                // sync controller per object and per watch); kube's own retry of 429/503/504 would wait
+                // minutes out of their sight (15 tries, up to 1000 s apart) and hide an outage.
+                let mut config = config;
+                config.default_retry = false;
                 kube::Client::try_from(config)
                     .map_err(|e| unavailable(format!("the Kubernetes API client failed: {e}")))
             })

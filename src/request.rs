@@ -110,8 +110,8 @@ pub struct MountRequest {
 pub struct FetchOptions {
     /// Read past the value cache (a forced refresh); the fresh answers replace the kept ones.
     pub fresh: bool,
-    /// Treat every object as optional and list the absent ones in the response's `missing`, instead of
-    /// failing the mount on the first one.
+    /// Skip absent required objects too, listing them in the response's `missing`, instead of failing
+    /// the mount on the first one (absent optional objects are skipped as always, unlisted).
     pub report_missing: bool,
 }
 

@@ -49,8 +49,9 @@ pub struct ObjectVersion {
 pub struct MountResponse {
     pub files: Vec<MountedFile>,
     pub versions: Vec<ObjectVersion>,
-    /// The files of objects the backend does not have, skipped because they were optional (listed only
-    /// for requests with `report_missing`; never sent to the driver).
+    /// The files of required objects the backend does not have (only for requests with
+    /// `report_missing`, which skip them instead of failing; never sent to the driver). Absent optional
+    /// objects are skipped without a trace.
     pub missing: Vec<String>,
 }
 

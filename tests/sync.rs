@@ -134,7 +134,7 @@ impl World {
     /// The Secret's data, decoded.
     fn data(&self, name: &str) -> Option<std::collections::BTreeMap<String, String>> {
         let secret = self.secret(name)?;
-        let data = secret["data"].as_object()?.clone();
+        let data = secret["data"].as_object().cloned().unwrap_or_default();
         Some(
             data.into_iter()
                 .map(|(k, v)| {
@@ -452,10 +452,6 @@ async fn creation_policies_and_secrets_it_must_not_touch() {
         json!({"target": {"name": "helm-owned", "creationPolicy": "Owner"}}),
     );
     world.add_sync(
-        "second-writer",
-        json!({"target": {"name": "owned", "creationPolicy": "Orphan"}}),
-    );
-    world.add_sync(
         "merge-missing",
         json!({"target": {"name": "absent", "creationPolicy": "Merge"}}),
     );
@@ -474,11 +470,27 @@ async fn creation_policies_and_secrets_it_must_not_touch() {
                 && world.data("shared") == Some(merged.clone())
                 && world.ready("status-only") == ("True".into(), "SecretSynced".into())
                 && world.ready("intruder") == ("False".into(), "TargetOwnedElsewhere".into())
-                && world.ready("second-writer") == ("False".into(), "TargetOwnedElsewhere".into())
                 && world.ready("merge-missing") == ("False".into(), "TargetNotFound".into())
         },
     )
     .await;
+    // A second SecretSync naming a Secret another one writes is refused, and changes nothing.
+    let owned_before = world.secret("owned").unwrap();
+    world.add_sync(
+        "second-writer",
+        json!({"target": {"name": "owned", "creationPolicy": "Orphan"}}),
+    );
+    wait_for(
+        "the second writer refused",
+        Duration::from_secs(10),
+        &[&controller],
+        || world.ready("second-writer") == ("False".into(), "TargetOwnedElsewhere".into()),
+    )
+    .await;
+    assert_eq!(
+        world.secret("owned").unwrap()["metadata"]["resourceVersion"],
+        owned_before["metadata"]["resourceVersion"]
+    );
     assert!(world.secret("status-only").is_none());
     assert!(world.secret("absent").is_none());
     assert!(world.status("status-only")["syncedHash"].is_string());
@@ -572,19 +584,45 @@ async fn deletion_policies_when_an_object_is_gone() {
     let only_a: std::collections::BTreeMap<String, String> =
         [("A".into(), "a-VALUE".into())].into();
     wait_for(
-        "the policies applied",
+        "the policies applied to one gone key",
         Duration::from_secs(30),
         &[&controller],
         || {
             world.ready("retain") == ("False".into(), "SourceNotFound".into())
-                && world.secret("delete").is_none()
-                && world.ready("delete") == ("False".into(), "SecretDeleted".into())
+                && world.data("delete") == Some(only_a.clone())
                 && world.data("merge") == Some(only_a.clone())
         },
     )
     .await;
+    assert_eq!(world.data("retain"), Some(both.clone()));
+    for name in ["merge", "delete"] {
+        assert_eq!(world.ready(name), ("True".into(), "SecretSynced".into()));
+        let message = world.status(name)["conditions"][0]["message"].clone();
+        assert!(message.as_str().unwrap().contains("removed B"), "{message}");
+    }
+    // Every object gone: Delete removes the Secret, Merge keeps it without its keys, Retain keeps all.
+    world
+        .bao()
+        .api_in(
+            None,
+            reqwest::Method::DELETE,
+            "secret/metadata/rotating",
+            json!({}),
+        )
+        .await;
+    wait_for(
+        "the policies applied to every key gone",
+        Duration::from_secs(30),
+        &[&controller],
+        || {
+            world.secret("delete").is_none()
+                && world.ready("delete") == ("False".into(), "SecretDeleted".into())
+                && world.data("merge") == Some(Default::default())
+        },
+    )
+    .await;
     assert_eq!(world.data("retain"), Some(both));
-    assert_eq!(world.ready("merge"), ("True".into(), "SecretSynced".into()));
+    assert_eq!(world.ready("retain").1, "SourceNotFound");
     assert_eq!(world.events("delete", "Deleted").len(), 1);
 }
 
@@ -693,7 +731,7 @@ async fn the_backend_going_away_keeps_the_last_data_and_recovers() {
 
 /// A watch whose version the API server no longer keeps (`410 Gone`) makes the controller list again:
 /// a SecretSync created while its watch was down is still synced, and nothing already synced is
-/// rewritten.
+/// rewritten. Watches the API server cannot serve make `/readyz` fail until they are back.
 #[tokio::test]
 async fn an_expired_watch_lists_again_and_misses_nothing() {
     let world = World::start().await;
@@ -724,8 +762,13 @@ async fn an_expired_watch_lists_again_and_misses_nothing() {
         || world.data("after") == Some(keys.clone()),
     )
     .await;
+    // The Secrets' watch may have resumed at a newer version than the compaction (no 410 for it); the
+    // SecretSyncs' watch cannot have, since "after" came after its last event.
     assert!(
-        controller.logs().matches("listing again").count() >= 2,
+        controller
+            .logs()
+            .lines()
+            .any(|l| l.contains("listing again") && l.contains("secretsyncs")),
         "the controller saw the 410: {}",
         controller.logs()
     );
@@ -734,5 +777,118 @@ async fn an_expired_watch_lists_again_and_misses_nothing() {
             .kube
             .count("PATCH /api/v1/namespaces/openclaw/secrets/before"),
         secret_writes
+    );
+    // Watches that cannot be served make the leader unready until they are back.
+    assert_eq!(controller.http_get("/readyz").0, 200);
+    world.kube.fail_watches(true);
+    world.kube.close_watches();
+    wait_for("unready", Duration::from_secs(10), &[&controller], || {
+        controller.http_get("/readyz").0 == 503
+    })
+    .await;
+    world.kube.fail_watches(false);
+    wait_for(
+        "ready again",
+        Duration::from_secs(30),
+        &[&controller],
+        || controller.http_get("/readyz").0 == 200,
+    )
+    .await;
+}
+
+/// SecretSyncs as a hostile namespace user writes them (the fake API server checks no schema, as an
+/// out-of-date CRD would not): names that would change API paths, a SecretProviderClass of another
+/// provider or one that smuggles kubelet's token attribute. Each is refused with InvalidSpec (or
+/// fetches as the named account only), and nothing is minted or written for the refused ones.
+#[tokio::test]
+async fn hostile_secret_syncs_are_refused_without_side_effects() {
+    let world = World::start().await;
+    world.kube.put(
+        "apis/secrets-store.csi.x-k8s.io/v1",
+        "secretproviderclasses",
+        NS,
+        json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+               "metadata": {"name": "official-vault", "namespace": NS},
+               "spec": {"provider": "vault", "parameters": {"objects": VAULT_OBJECTS}}}),
+    );
+    let forged = world
+        .issuer
+        .token("system:serviceaccount:openclaw:admin", &["vault"]);
+    world.kube.put(
+        "apis/secrets-store.csi.x-k8s.io/v1",
+        "secretproviderclasses",
+        NS,
+        json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+               "metadata": {"name": "smuggler", "namespace": NS},
+               "spec": {"provider": "openclaw", "parameters": {
+                   "backend": "vault", "roleName": "openclaw", "vaultAuthMountPath": "jwt",
+                   "objects": VAULT_OBJECTS,
+                   "csi.storage.k8s.io/serviceAccount.tokens":
+                       support::identity::tokens_attribute("vault", &forged),
+                   "csi.storage.k8s.io/serviceAccount.name": "admin"}}}),
+    );
+    let hostile = [
+        (
+            "path-sa",
+            json!({"serviceAccountName": "x/../../secrets/y"}),
+        ),
+        ("path-class", json!({"secretProviderClassName": "../x"})),
+        ("path-target", json!({"target": {"name": "a/../b"}})),
+        (
+            "path-rollout",
+            json!({"rollout": {"targets": [{"kind": "Deployment", "name": "../../x"}]}}),
+        ),
+        (
+            "other-provider",
+            json!({"secretProviderClassName": "official-vault"}),
+        ),
+        ("bad-interval", json!({"refreshInterval": "soon"})),
+        (
+            "delete-orphan",
+            json!({"target": {"creationPolicy": "Orphan", "deletionPolicy": "Delete"}}),
+        ),
+    ];
+    for (name, spec) in &hostile {
+        world.add_sync(name, spec.clone());
+    }
+    world.add_sync(
+        "smuggled",
+        json!({"secretProviderClassName": "smuggler", "serviceAccountName": "nobody"}),
+    );
+    let controller = world.controller("sync-a", &[]);
+    wait_for(
+        "every refusal",
+        Duration::from_secs(30),
+        &[&controller],
+        || {
+            hostile
+                .iter()
+                .all(|(name, _)| world.ready(name) == ("False".into(), "InvalidSpec".into()))
+                && world.ready("smuggled").0 == "False"
+        },
+    )
+    .await;
+    // The smuggled token and account name were dropped: the fetch was as `nobody`, which does not
+    // exist, so nothing could be minted or read.
+    assert!(
+        world.status("smuggled")["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nobody"),
+        "{}",
+        world.status("smuggled")
+    );
+    let minted = world.kube.state.lock().unwrap().minted.clone();
+    assert!(minted.is_empty(), "{minted:?}");
+    assert!(world.kube.list("secrets", NS).is_empty());
+    assert_eq!(world.kube.count("PATCH /api/v1"), 0);
+    assert!(
+        world.kube.requests().iter().all(|r| !r.contains("..")),
+        "no request path was built from a hostile name"
+    );
+    world.assert_no_value_in("the controller's log", &controller.logs());
+    assert!(
+        !controller.logs().contains(&forged),
+        "the forged token is not logged"
     );
 }

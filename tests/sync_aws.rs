@@ -124,6 +124,8 @@ async fn an_aws_secret_is_synced_rotated_and_rolled_once() {
     );
     wait_for("the first sync", &controller, || {
         data(&kube, "openclaw-secrets") == Some(expected("sk-ant-VALUE-MUST-NOT-LEAK"))
+            && kube.get("secretsyncs", NS, "openclaw-secrets").unwrap()["status"]["objectVersions"]
+                .is_array()
     })
     .await;
     let minted = kube.state.lock().unwrap().minted.clone();

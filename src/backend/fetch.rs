@@ -221,9 +221,12 @@ impl ResponseBuilder {
         });
     }
 
-    /// Records the file of an optional object the backend does not have.
-    pub fn missing(&mut self, path: String) {
-        self.response.missing.push(path);
+    /// Skips the file of an object the backend does not have; lists it when `reported` (a required
+    /// object of a request with `report_missing`).
+    pub fn missing(&mut self, path: String, reported: bool) {
+        if reported {
+            self.response.missing.push(path);
+        }
     }
 
     pub fn finish(mut self) -> MountResponse {
@@ -317,8 +320,13 @@ impl<S: Source> FetchPipeline<S> {
     ) -> MountResult<MountResponse> {
         let options = options.into();
         check_plan(&plan)?;
+        // With report_missing, absent required objects are listed (optional ones are only skipped).
+        let mut reported: HashSet<String> = HashSet::new();
         if options.fetch.report_missing {
-            plan.iter_mut().for_each(|object| object.optional = true);
+            for object in plan.iter_mut().filter(|o| !o.optional) {
+                reported.insert(object.path.clone());
+                object.optional = true;
+            }
         }
         if options.fetch.fresh {
             self.forget(call, &plan).await;
@@ -332,7 +340,8 @@ impl<S: Source> FetchPipeline<S> {
             let answer = match answers.get(&object.request) {
                 Some(Ok(answer)) => answer,
                 Some(Err(error)) if object.optional && is_absent(error) => {
-                    response.missing(object.path);
+                    let listed = reported.contains(&object.path);
+                    response.missing(object.path, listed);
                     continue;
                 }
                 Some(Err(error)) => return Err(error.clone()),
@@ -349,7 +358,8 @@ impl<S: Source> FetchPipeline<S> {
             let contents = match contents_of::<S>(&object, &answer.value) {
                 Ok(contents) => contents,
                 Err(error) if object.optional && is_absent(&error) => {
-                    response.missing(object.path);
+                    let listed = reported.contains(&object.path);
+                    response.missing(object.path, listed);
                     continue;
                 }
                 Err(error) => return Err(error),

@@ -74,6 +74,8 @@ struct PlannedObject {
     output_path: String,
     mode: u32,
     optional: bool,
+    /// Listed in the response's `missing` when absent (a required object, with `report_missing`).
+    reported: bool,
 }
 
 /// Reads objects from a directory the provider's admin chose.
@@ -135,6 +137,7 @@ impl FileBackend {
                     mode: FileMode::or_default(object.file_permission, request.default_mode),
                     object_name: object.object_name.clone(),
                     optional: object.optional || request.fetch.report_missing,
+                    reported: !object.optional && request.fetch.report_missing,
                 })
             })
             .collect()
@@ -201,7 +204,7 @@ impl FileBackend {
         let mut response = ResponseBuilder::new(self.versions.clone(), plan.len());
         for (object, content) in plan.into_iter().zip(contents) {
             let Some(content) = content else {
-                response.missing(object.output_path);
+                response.missing(object.output_path, object.reported);
                 continue;
             };
             let mode = object.mode.to_string();
@@ -536,6 +539,15 @@ mod tests {
             .unwrap();
         assert!(none.files.is_empty());
         assert_eq!(none.versions.len(), 1);
+        // An in-process caller asking for the absent ones: required objects are listed, optional ones
+        // only skipped.
+        let mut reporting = request(
+            "- objectName: present\n- objectName: gone\n- objectName: absent\n  optional: true\n",
+        );
+        reporting.fetch.report_missing = true;
+        let reported = backend.mount(&reporting).await.unwrap();
+        assert_eq!(reported.files.len(), 1);
+        assert_eq!(reported.missing, ["gone"]);
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@
 //! - at once on a spec change, a new `force-sync` annotation value (which also reads past the value
 //!   cache), or a change to its Secret by someone else (drift, deletion).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ pub const FORCE_SYNC_ANNOTATION: &str = "force-sync";
 const MAX_START_SPREAD: Duration = Duration::from_secs(300);
 /// Longest error backoff.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How soon a SecretSync whose Secret another one is writing is tried again.
+const TARGET_BUSY_RETRY: Duration = Duration::from_millis(250);
 /// How long in-flight reconciles get to finish on shutdown.
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
@@ -77,6 +79,31 @@ impl Entry {
     }
 }
 
+/// Whether a watch has listed once (reconciles may start) and works now (readiness).
+#[derive(Default)]
+struct FeedState {
+    listed: bool,
+    up: bool,
+}
+
+impl FeedState {
+    fn hear<K>(&mut self, change: &Change<K>) {
+        match change {
+            Change::Listed(_) => (self.listed, self.up) = (true, true),
+            Change::Resumed => self.up = self.listed,
+            Change::Interrupted => self.up = false,
+            Change::Applied(_) | Change::Deleted(_) => {}
+        }
+    }
+}
+
+/// A finished reconcile: which SecretSync, the target Secret it held, what it did.
+struct Done {
+    key: Key,
+    target: Key,
+    outcome: Outcome,
+}
+
 /// The scheduling loop (see the module doc).
 pub struct Controller {
     ctx: Arc<Context>,
@@ -86,6 +113,8 @@ pub struct Controller {
     seq: u64,
     secrets: HashMap<Key, Arc<ObjectMeta>>,
     groups: HashMap<(String, String, String), Instant>,
+    /// The target Secrets of the reconciles running now.
+    writing: HashSet<Key>,
     running: usize,
     gauges_at: Instant,
 }
@@ -106,6 +135,7 @@ impl Controller {
             seq: 0,
             secrets: HashMap::new(),
             groups: HashMap::new(),
+            writing: HashSet::new(),
             running: 0,
             gauges_at: Instant::now(),
         }
@@ -119,24 +149,25 @@ impl Controller {
         ready: watch::Sender<bool>,
         stop: watch::Receiver<bool>,
     ) {
-        let (done_tx, mut done_rx) = mpsc::channel::<(Key, Outcome)>(self.concurrency * 2);
-        let (mut syncs_listed, mut secrets_listed) = (false, false);
+        let (done_tx, mut done_rx) = mpsc::channel::<Done>(self.concurrency * 2);
+        let (mut syncs, mut secrets) = (FeedState::default(), FeedState::default());
         loop {
-            if syncs_listed && secrets_listed {
-                ready.send_if_modified(|r| !std::mem::replace(r, true));
+            let up = syncs.up && secrets.up;
+            ready.send_if_modified(|r| std::mem::replace(r, up) != up);
+            if syncs.listed && secrets.listed {
                 self.dispatch(&done_tx);
             }
             let wake = self.queue.first_key_value().map(|((at, _), _)| *at);
             tokio::select! {
                 Some(change) = feeds.syncs.recv() => {
-                    syncs_listed |= matches!(change, Change::Listed(_));
+                    syncs.hear(&change);
                     self.on_sync(change);
                 }
                 Some(change) = feeds.secrets.recv() => {
-                    secrets_listed |= matches!(change, Change::Listed(_));
+                    secrets.hear(&change);
                     self.on_secret(change);
                 }
-                Some((key, outcome)) = done_rx.recv() => self.on_done(key, outcome),
+                Some(done) = done_rx.recv() => self.on_done(done),
                 () = sleep_until(wake) => {}
                 () = until_set(stop.clone()) => break,
             }
@@ -158,9 +189,11 @@ impl Controller {
         }
     }
 
-    /// Starts due reconciles up to the concurrency.
-    fn dispatch(&mut self, done: &mpsc::Sender<(Key, Outcome)>) {
+    /// Starts due reconciles up to the concurrency. Two SecretSyncs naming one Secret never run at once
+    /// (the second sees what the first wrote, and is refused if it is not its own).
+    fn dispatch(&mut self, done: &mpsc::Sender<Done>) {
         let now = Instant::now();
+        let mut blocked = Vec::new();
         while self.running < self.concurrency {
             match self.queue.first_key_value() {
                 Some(((at, _), _)) if *at <= now => {}
@@ -173,6 +206,14 @@ impl Controller {
                 continue;
             };
             entry.slot = None;
+            let target = entry.target();
+            if !self.writing.insert(target.clone()) {
+                blocked.push(key);
+                continue;
+            }
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
             entry.running = true;
             self.running += 1;
             let input = Input {
@@ -185,8 +226,17 @@ impl Controller {
             let done = done.clone();
             tokio::spawn(async move {
                 let outcome = reconcile::reconcile(&ctx, input).await;
-                let _ = done.send((key, outcome)).await;
+                let _ = done
+                    .send(Done {
+                        key,
+                        target,
+                        outcome,
+                    })
+                    .await;
             });
+        }
+        for key in blocked {
+            self.schedule(&key, now + TARGET_BUSY_RETRY);
         }
         self.update_gauges();
     }
@@ -194,7 +244,7 @@ impl Controller {
     fn on_sync(&mut self, change: Change<SecretSync>) {
         match change {
             Change::Listed(all) => {
-                let keys: std::collections::HashSet<Key> = all.iter().map(key_of).collect();
+                let keys: HashSet<Key> = all.iter().map(key_of).collect();
                 let gone: Vec<Key> = self
                     .entries
                     .keys()
@@ -206,6 +256,7 @@ impl Controller {
             }
             Change::Applied(sync) => self.upsert(sync),
             Change::Deleted(sync) => self.remove(&key_of(&sync)),
+            Change::Interrupted | Change::Resumed => {}
         }
     }
 
@@ -281,10 +332,10 @@ impl Controller {
                 let version = secret.metadata.resource_version.clone();
                 self.secrets
                     .insert(key.clone(), Arc::new(secret.metadata.clone()));
-                if let Some(owner) = self.owner_of(&key, &secret.metadata)
-                    && self.entries[&owner].known_version() != version.as_deref()
-                {
-                    self.run_now(&owner);
+                for writer in self.writers_of(&key, &secret.metadata) {
+                    if self.entries[&writer].known_version() != version.as_deref() {
+                        self.run_now(&writer);
+                    }
                 }
             }
             Change::Deleted(secret) => {
@@ -292,23 +343,48 @@ impl Controller {
                     return;
                 };
                 self.secrets.remove(&key);
-                if let Some(owner) = self.owner_of(&key, &secret.metadata) {
-                    self.run_now(&owner);
+                for writer in self.writers_of(&key, &secret.metadata) {
+                    self.run_now(&writer);
                 }
             }
+            Change::Interrupted | Change::Resumed => {}
         }
     }
 
-    /// The SecretSync (not running now) that writes this Secret, by its label.
-    fn owner_of(&self, secret: &Key, meta: &ObjectMeta) -> Option<Key> {
-        let name = meta.labels.as_ref()?.get(SYNC_LABEL)?;
-        let owner = (secret.0.clone(), name.clone());
-        let entry = self.entries.get(&owner)?;
-        (entry.target() == *secret && !entry.running).then_some(owner)
+    /// The SecretSyncs (not running now) that write this Secret: the one its label names, or, before
+    /// any has written it (a `Merge` target its owner just labelled), every one naming it.
+    fn writers_of(&self, secret: &Key, meta: &ObjectMeta) -> Vec<Key> {
+        let idle_writer = |key: &Key| {
+            self.entries
+                .get(key)
+                .is_some_and(|e| e.target() == *secret && !e.running)
+        };
+        match meta.labels.as_ref().and_then(|l| l.get(SYNC_LABEL)) {
+            Some(name) => {
+                let owner = (secret.0.clone(), name.clone());
+                if idle_writer(&owner) {
+                    vec![owner]
+                } else {
+                    Vec::new()
+                }
+            }
+            None => self
+                .entries
+                .keys()
+                .filter(|k| k.0 == secret.0 && idle_writer(k))
+                .cloned()
+                .collect(),
+        }
     }
 
-    fn on_done(&mut self, key: Key, outcome: Outcome) {
+    fn on_done(&mut self, done: Done) {
+        let Done {
+            key,
+            target,
+            outcome,
+        } = done;
         self.running -= 1;
+        self.writing.remove(&target);
         let Some(entry) = self.entries.get_mut(&key) else {
             return;
         };

@@ -14,6 +14,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// A DNS-1123 subdomain: what Kubernetes object names must be.
+pub const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
 /// The API group of the controller's resources.
 pub const GROUP: &str = "openclaw.io";
 
@@ -57,10 +60,10 @@ pub const GROUP: &str = "openclaw.io";
 ]))]
 pub struct SecretSyncSpec {
     /// The SecretProviderClass (same namespace) whose parameters say what to fetch.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
     pub secret_provider_class_name: String,
     /// The service account (same namespace) the objects are fetched as.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
     pub service_account_name: String,
     /// How often the backend is polled for rotation (a Go duration such as `1h`, at least `1m`; `0` =
     /// once), with ±10 % jitter. Default `1h`.
@@ -72,6 +75,7 @@ pub struct SecretSyncSpec {
     pub target: Option<SecretSyncTarget>,
     /// Which mounted files become which keys; default: every file, under its own name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
     pub data: Vec<SecretSyncData>,
     /// What to restart when the Secret's data changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,7 +88,7 @@ pub struct SecretSyncSpec {
 pub struct SecretSyncTarget {
     /// The Secret's name (same namespace); default: the SecretSync's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creation_policy: Option<CreationPolicy>,
@@ -112,7 +116,8 @@ pub enum DeletionPolicy {
     /// Keep the last good data, and say so in status. The default.
     #[default]
     Retain,
-    /// Delete the Secret (creationPolicy Owner only).
+    /// Remove the gone objects' keys, and delete the Secret once every object is gone (creationPolicy
+    /// Owner only).
     Delete,
     /// Remove only the gone object's keys.
     Merge,
@@ -135,6 +140,7 @@ pub struct SecretSyncData {
 #[serde(rename_all = "camelCase")]
 pub struct SecretSyncRollout {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub targets: Vec<RolloutTarget>,
 }
 
@@ -143,7 +149,7 @@ pub struct SecretSyncRollout {
 #[serde(rename_all = "camelCase")]
 pub struct RolloutTarget {
     pub kind: RolloutKind,
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
     pub name: String,
 }
 

@@ -29,7 +29,7 @@ use crate::backend::objects::DEFAULT_MAX_OBJECTS;
 use crate::backend::{self, BackendFlags, BuildError, SharedParts};
 use crate::error::MountError;
 use crate::kubernetes::Kubernetes;
-use crate::pod_token::TokenSource;
+use crate::pod_token::{LoginScope, TokenSource};
 use crate::response::DEFAULT_MAX_RESPONSE_BYTES;
 use crate::service::until_set;
 use crate::telemetry::health;
@@ -64,14 +64,15 @@ pub struct SyncConfig {
     #[arg(long, env = "OPENCLAW_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
     pub health_addr: String,
     /// File holding the key for the data hashes and object versions (created if missing); replicas
-    /// must share it (or use --hmac-key-secret), or a failover rewrites every Secret once.
+    /// must share it. Default: the Secret `<Lease namespace>/<leader-election-id>-hmac-key`.
     #[arg(
         long,
         env = "OPENCLAW_HMAC_KEY_FILE",
         conflicts_with = "hmac_key_secret"
     )]
     pub hmac_key_file: Option<PathBuf>,
-    /// Kubernetes Secret NAMESPACE/NAME holding that key (created with a random key if missing).
+    /// Kubernetes Secret NAMESPACE/NAME holding that key (created with a random key if missing);
+    /// default `<Lease namespace>/<leader-election-id>-hmac-key` unless --hmac-key-file is given.
     #[arg(long, env = "OPENCLAW_HMAC_KEY_SECRET")]
     pub hmac_key_secret: Option<String>,
     /// SecretSyncs reconciled at once.
@@ -115,6 +116,10 @@ pub enum SyncError {
         addr: String,
         source: std::io::Error,
     },
+    #[error(
+        "--login-scope pod cannot be used by the sync controller: it fetches as service accounts, not pods"
+    )]
+    LoginScopePod,
     #[error("stopped leading: {0}")]
     LeaseLost(#[from] leader::LeaseLost),
 }
@@ -130,13 +135,17 @@ pub async fn run(
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .filter(|n| !n.is_empty())
         .ok_or(SyncError::NoLeaseNamespace)?;
+    if config.backends.fetch.login_scope == LoginScope::Pod {
+        return Err(SyncError::LoginScopePod);
+    }
     let metrics = Arc::new(Metrics::for_sync());
     let kubernetes = Arc::new(Kubernetes::new(&config.backends.kubernetes));
     let client = kubernetes.client().await.map_err(SyncError::Kubernetes)?;
+    let key_secret = key_secret(&config, &lease_namespace);
     let versions = Arc::new(
         crate::server::version_key(
             config.hmac_key_file.as_deref(),
-            config.hmac_key_secret.as_deref(),
+            key_secret.as_deref(),
             &kubernetes,
         )
         .await?,
@@ -207,6 +216,19 @@ pub async fn run(
         elector.release().await;
     }
     result
+}
+
+/// The Secret holding the key: `--hmac-key-secret`; without it and `--hmac-key-file`, one the
+/// controller owns beside its Lease, so every replica (and every restart) hashes alike.
+fn key_secret(config: &SyncConfig, lease_namespace: &str) -> Option<String> {
+    match (&config.hmac_key_secret, &config.hmac_key_file) {
+        (Some(secret), _) => Some(secret.clone()),
+        (None, Some(_)) => None,
+        (None, None) => Some(format!(
+            "{lease_namespace}/{}-hmac-key",
+            config.leader_election_id
+        )),
+    }
 }
 
 /// The two watches feeding the controller.

@@ -12,7 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::crd::{CreationPolicy, DeletionPolicy, SecretSync, SecretSyncStatus};
 use super::{report, rollout, source, target};
 use crate::backend::Backends;
-use crate::error::{ErrorKind, MountError};
+use crate::error::{ErrorKind, MountError, Reason};
 use crate::kubernetes::Kubernetes;
 use crate::telemetry::metrics::{Metrics, SyncMetrics};
 use crate::version_hmac::VersionKey;
@@ -107,19 +107,32 @@ impl Failure {
         }
     }
 
-    /// A fetch failed (the backend's message names objects and causes, never values).
+    /// A fetch failed (the backend's message names objects and causes, never values). Failures only an
+    /// edit fixes (the spec, the SecretProviderClass, a missing service account, answers too large)
+    /// wait for the next poll or a change; the others back off.
     pub fn from_mount(error: MountError) -> Self {
-        let (reason, retry) = match error.kind {
-            ErrorKind::InvalidArgument => ("InvalidSpec", Retry::Poll),
-            ErrorKind::NotFound => ("SourceNotFound", Retry::Backoff),
-            ErrorKind::PermissionDenied | ErrorKind::Unauthenticated => {
+        let (reason, retry) = match (error.reason, error.kind) {
+            (Reason::BackendThrottled, _) => ("BackendThrottled", Retry::Backoff),
+            (Reason::KubernetesObjectNotFound, _) => ("ServiceAccountNotFound", Retry::Poll),
+            (
+                Reason::ResponseTooLarge
+                | Reason::AnswersTooLarge
+                | Reason::VaultAnswerTooLarge
+                | Reason::TooManyObjects,
+                _,
+            ) => ("SourceTooLarge", Retry::Poll),
+            (_, ErrorKind::InvalidArgument) => ("InvalidSpec", Retry::Poll),
+            (_, ErrorKind::NotFound) => ("SourceNotFound", Retry::Backoff),
+            (_, ErrorKind::PermissionDenied | ErrorKind::Unauthenticated) => {
                 ("BackendDenied", Retry::Backoff)
             }
-            ErrorKind::ResourceExhausted => ("BackendThrottled", Retry::Backoff),
-            ErrorKind::Unavailable | ErrorKind::DeadlineExceeded => {
+            (_, ErrorKind::ResourceExhausted) => ("SourceTooLarge", Retry::Poll),
+            (_, ErrorKind::Unavailable | ErrorKind::DeadlineExceeded) => {
                 ("BackendUnavailable", Retry::Backoff)
             }
-            ErrorKind::FailedPrecondition | ErrorKind::Internal => ("FetchFailed", Retry::Backoff),
+            (_, ErrorKind::FailedPrecondition | ErrorKind::Internal) => {
+                ("FetchFailed", Retry::Backoff)
+            }
         };
         Self {
             reason,
@@ -209,25 +222,38 @@ async fn sync_once(ctx: &Context, input: &Input) -> Result<Outcome, Failure> {
                     ),
                 ));
             }
-            DeletionPolicy::Delete => {
+            // The Secret goes once every object is gone; until then the gone keys go, as with Merge.
+            DeletionPolicy::Delete if fetched.data.is_empty() => {
                 return deleted(ctx, input, status, existing, target_name, &fetched.gone).await;
             }
-            DeletionPolicy::Merge => {}
+            DeletionPolicy::Delete | DeletionPolicy::Merge => {}
         }
     }
     let data = fetched.data;
     let hash = target::data_hash(&ctx.versions, sync, target_name, &data);
-    let first = old.synced_hash.is_none();
-    let changed = old.synced_hash.as_deref() != Some(hash.as_str());
+    let change = Change::of(&old, &hash, &status.object_versions);
+    let changed = change != Change::None;
     let mut result = if changed { "synced" } else { "unchanged" };
     let mut written_version = None;
     if policy != CreationPolicy::None {
         let live_version = existing.as_ref().and_then(|m| m.resource_version.clone());
         let drifted = live_version.is_none() || live_version != old.target_resource_version;
-        if changed || drifted {
+        // A spec edit (policy, target, keys) is applied even when the data is the same.
+        let respec = old.observed_generation != sync.metadata.generation;
+        if changed || drifted || respec {
             let version = target::apply(ctx, sync, policy, target_name, &data).await?;
             result = "synced";
-            let (reason, message) = write_event(first, changed, target_name, data.len());
+            let why = match change {
+                Change::None if respec => "the SecretSync changed",
+                Change::None => "the Secret was changed or deleted outside the controller",
+                other => other.describe(),
+            };
+            let reason = if change == Change::First {
+                "Synced"
+            } else {
+                "Updated"
+            };
+            let message = format!("{why}: wrote {} keys to Secret {target_name}", data.len());
             report::event(ctx, sync, report::NORMAL, reason, &message).await;
             status.target_resource_version = Some(version.clone());
             written_version = Some(version);
@@ -237,19 +263,30 @@ async fn sync_once(ctx: &Context, input: &Input) -> Result<Outcome, Failure> {
         status.synced_hash = Some(hash.clone());
         status.last_sync_time = Some(Time(Timestamp::now()));
     }
-    if first || policy == CreationPolicy::None {
+    // Only new data restarts workloads: not the first write, not a status-only sync, not a new key.
+    let rolled_out = old.rolled_out_hash == old.synced_hash;
+    if change == Change::First
+        || policy == CreationPolicy::None
+        || (change == Change::Rekeyed && rolled_out)
+    {
         status.rolled_out_hash = Some(hash.clone());
     }
     let next = rollout_if_due(ctx, sync, target_name, &hash, &mut status).await?;
-    let message = if fetched.gone.is_empty() {
-        format!("{} keys in Secret {target_name}", data.len())
-    } else {
+    let mut message = if policy == CreationPolicy::None {
         format!(
-            "{} keys in Secret {target_name}; removed {}: their objects are gone (deletionPolicy Merge)",
-            data.len(),
-            fetched.gone.join(", ")
+            "{} keys fetched (creationPolicy None: no Secret is written)",
+            data.len()
         )
+    } else {
+        format!("{} keys in Secret {target_name}", data.len())
     };
+    if !fetched.gone.is_empty() {
+        message.push_str(&format!(
+            "; removed {}: their objects are gone (deletionPolicy {:?})",
+            fetched.gone.join(", "),
+            spec.deletion_policy()
+        ));
+    }
     status.conditions = report::ready(
         true,
         report::SYNCED,
@@ -277,13 +314,32 @@ pub fn refresh_of(sync: &SecretSync, floor: Duration) -> Result<Option<Duration>
     Ok(interval.map(|i| i.max(floor)))
 }
 
+/// Checks what the API server's schema checks too (names end up in API paths: never trust that an old
+/// CRD checked them).
 fn check_spec(sync: &SecretSync, target_name: &str) -> Result<(), Failure> {
-    if !is_dns_subdomain(target_name) {
-        let shown: String = target_name.chars().take(64).collect();
-        return Err(Failure::spec(
-            "InvalidSpec",
-            format!("spec.target.name {shown:?} is not a Secret name"),
-        ));
+    let spec = &sync.spec;
+    let mut names = vec![
+        ("spec.target.name", target_name),
+        (
+            "spec.secretProviderClassName",
+            spec.secret_provider_class_name.as_str(),
+        ),
+        (
+            "spec.serviceAccountName",
+            spec.service_account_name.as_str(),
+        ),
+    ];
+    for target in spec.rollout.iter().flat_map(|r| r.targets.iter()) {
+        names.push(("spec.rollout.targets[].name", target.name.as_str()));
+    }
+    for (field, name) in names {
+        if !is_dns_subdomain(name) {
+            let shown: String = name.chars().take(64).collect();
+            return Err(Failure::spec(
+                "InvalidSpec",
+                format!("{field} {shown:?} is not a Kubernetes object name"),
+            ));
+        }
     }
     if sync.spec.deletion_policy() == DeletionPolicy::Delete
         && sync.spec.creation_policy() != CreationPolicy::Owner
@@ -310,29 +366,43 @@ pub fn is_dns_subdomain(name: &str) -> bool {
         })
 }
 
-fn write_event(
-    first: bool,
-    changed: bool,
-    target_name: &str,
-    keys: usize,
-) -> (&'static str, String) {
-    if first {
-        (
-            "Synced",
-            format!("wrote {keys} keys to Secret {target_name}"),
-        )
-    } else if changed {
-        (
-            "Updated",
-            format!("the backend's data changed: wrote {keys} keys to Secret {target_name}"),
-        )
-    } else {
-        (
-            "Updated",
-            format!(
-                "Secret {target_name} was changed or deleted outside the controller: re-applied its {keys} keys"
-            ),
-        )
+/// How the data compares with what status says was synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// Never synced before.
+    First,
+    /// The same data.
+    None,
+    /// New data.
+    Data,
+    /// The hash key changed (a key Secret or file replaced), and the backend's object versions did
+    /// not: the same data under a new hash.
+    Rekeyed,
+}
+
+impl Change {
+    fn of(
+        old: &SecretSyncStatus,
+        hash: &str,
+        versions: &[super::crd::SyncedObjectVersion],
+    ) -> Self {
+        match old.synced_hash.as_deref() {
+            None => Self::First,
+            Some(synced) if synced == hash => Self::None,
+            Some(synced) if !target::same_key(synced, hash) && old.object_versions == versions => {
+                Self::Rekeyed
+            }
+            Some(_) => Self::Data,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::First => "first sync",
+            Self::None => "nothing changed",
+            Self::Data => "the backend's data changed",
+            Self::Rekeyed => "the hash key changed (the data did not)",
+        }
     }
 }
 
@@ -471,5 +541,26 @@ mod tests {
             "bad",
         ));
         assert_eq!(invalid.retry, Retry::Poll);
+        // Only an edit fixes these: no backoff loop, and a reason that says what to fix.
+        let no_account = Failure::from_mount(MountError::new(
+            ErrorKind::FailedPrecondition,
+            Reason::KubernetesObjectNotFound,
+            "service account openclaw/nobody does not exist",
+        ));
+        assert_eq!(
+            (no_account.reason, no_account.retry),
+            ("ServiceAccountNotFound", Retry::Poll)
+        );
+        let large = Failure::from_mount(MountError::exhausted(Reason::AnswersTooLarge, "big"));
+        assert_eq!((large.reason, large.retry), ("SourceTooLarge", Retry::Poll));
+        let down = Failure::from_mount(MountError::new(
+            ErrorKind::Unavailable,
+            Reason::VaultUnreachable,
+            "no route",
+        ));
+        assert_eq!(
+            (down.reason, down.retry),
+            ("BackendUnavailable", Retry::Backoff)
+        );
     }
 }

@@ -143,8 +143,21 @@ async fn reloader_workloads(
             values(Api::<DaemonSet>::namespaced(client, namespace), &params).await
         }
     };
-    let listed =
-        listed.map_err(|e| Failure::api("listing workloads for Reloader annotations", &e))?;
+    let listed = match listed {
+        Ok(listed) => listed,
+        // Without `list` on the kind (a scoped install), Reloader's annotations are not honoured for
+        // it; the spec's own targets still are.
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            tracing::debug!(namespace, kind = ?kind, "not allowed to list workloads for Reloader annotations");
+            return Ok(Vec::new());
+        }
+        Err(e) => {
+            return Err(Failure::api(
+                "listing workloads for Reloader annotations",
+                &e,
+            ));
+        }
+    };
     Ok(listed
         .iter()
         .filter(|w| asks_reloader_for(w, secret))

@@ -148,15 +148,29 @@ pub async fn apply(
     let written = api
         .patch(target_name, &params, &Patch::Apply(&secret))
         .await
-        .map_err(|e| Failure {
-            reason: "WriteFailed",
-            ..Failure::api("writing the Secret", &e)
-        });
+        .map_err(|e| write_failure(&e));
     // The request body held the values: wipe the copy this code owns.
     wipe(&mut secret);
     let written = written?;
     ctx.wrote("secret");
     Ok(written.metadata.resource_version.unwrap_or_default())
+}
+
+/// A refused write: the API server or an admission policy found the Secret invalid (its type is
+/// immutable, a policy forbids it), which retrying cannot change; other failures back off.
+fn write_failure(error: &kube::Error) -> Failure {
+    let failure = Failure::api("writing the Secret", error);
+    match error {
+        kube::Error::Api(status) if matches!(status.code, 400 | 422) => Failure {
+            reason: "WriteRefused",
+            retry: super::reconcile::Retry::Poll,
+            ..failure
+        },
+        _ => Failure {
+            reason: "WriteFailed",
+            ..failure
+        },
+    }
 }
 
 fn wipe(value: &mut serde_json::Value) {
@@ -196,9 +210,10 @@ pub async fn delete(
     }
 }
 
-/// `v1:` and the HMAC-SHA256, under the controller's key, of the Secret's identity (namespace, name,
-/// the SecretSync's uid) and its keys and values. Keyed, so it says nothing about a value to anyone
-/// without the key; it changes when any key or value does.
+/// `v1:<key id>:` and the HMAC-SHA256, under the controller's key, of the Secret's identity
+/// (namespace, name, the SecretSync's uid) and its keys and values. Keyed, so it says nothing about a
+/// value to anyone without the key; it changes when any key or value does. The key id (an HMAC of a
+/// constant) tells a hash made under another key ([`same_key`]).
 pub fn data_hash(
     key: &VersionKey,
     sync: &SecretSync,
@@ -218,7 +233,18 @@ pub fn data_hash(
         parts.push(name.as_bytes());
         parts.push(value.as_slice());
     }
-    format!("v1:{}", key.version(&parts))
+    let key_id: String = key
+        .version(&[b"openclaw-sync-key-id"])
+        .chars()
+        .take(8)
+        .collect();
+    format!("v1:{key_id}:{}", key.version(&parts))
+}
+
+/// Whether two data hashes were made under the same key.
+pub fn same_key(one: &str, other: &str) -> bool {
+    let key_id = |hash: &str| hash.rsplit_once(':').map(|(prefix, _)| prefix.to_string());
+    key_id(one).is_some() && key_id(one) == key_id(other)
 }
 
 #[cfg(test)]
@@ -312,6 +338,9 @@ mod tests {
         assert!(hash.starts_with("v1:"));
         assert!(!hash.contains("secret"));
         assert_eq!(hash, data_hash(&key, &sync("u-1"), "t", &one));
+        let rekeyed = data_hash(&VersionKey::random().unwrap(), &sync("u-1"), "t", &one);
+        assert!(!same_key(&hash, &rekeyed));
+        assert!(same_key(&hash, &data_hash(&key, &sync("u-2"), "t", &one)));
         for other in [
             data_hash(&key, &sync("u-1"), "t", &data(&[("A", "secreT")])),
             data_hash(&key, &sync("u-1"), "t", &data(&[("B", "secret")])),

@@ -1,7 +1,8 @@
 //! List-then-watch of one kind of object, feeding the controller: the full list first (which replaces
 //! what the controller knew), then every change from that list's `resourceVersion` on. A watch that ends
 //! (the API server's timeout) is resumed from the last version seen; a `410 Gone` (that version is no
-//! longer kept) makes a fresh list. Failures back off from 1 s to 30 s and never end the loop.
+//! longer kept) makes a fresh list. Failures back off from 1 s to 16 s and never end the loop; the controller hears when it is
+//! interrupted and when it works again (its readiness).
 
 use std::time::Duration;
 
@@ -21,6 +22,10 @@ pub enum Change<K> {
     Listed(Vec<K>),
     Applied(K),
     Deleted(K),
+    /// The list or watch is failing (it is retried); `Resumed` or `Listed` follows when it works again.
+    Interrupted,
+    /// A watch opened again after `Interrupted`.
+    Resumed,
 }
 
 /// Seconds the API server is asked to keep one watch open.
@@ -124,12 +129,14 @@ where
         let list = match source.list().await {
             Ok(list) => list,
             Err(e) => {
-                failures += 1;
                 tracing::warn!(watch = what, error = %e, "listing failed");
-                tokio::time::sleep(backoff(failures)).await;
+                if !interrupted(&changes, &mut failures).await {
+                    return;
+                }
                 continue;
             }
         };
+        failures = 0;
         let mut version = list.metadata.resource_version.clone().unwrap_or_default();
         if changes.send(Change::Listed(list.items)).await.is_err() {
             return;
@@ -139,12 +146,19 @@ where
                 Ok(stream) => stream,
                 Err(e) if is_gone(&e) => continue 'list,
                 Err(e) => {
-                    failures += 1;
                     tracing::warn!(watch = what, error = %e, "watching failed");
-                    tokio::time::sleep(backoff(failures)).await;
+                    if !interrupted(&changes, &mut failures).await {
+                        return;
+                    }
                     continue;
                 }
             };
+            if failures > 0 {
+                failures = 0;
+                if changes.send(Change::Resumed).await.is_err() {
+                    return;
+                }
+            }
             while let Some(event) = stream.next().await {
                 let change = match event {
                     Ok(WatchEvent::Added(object)) | Ok(WatchEvent::Modified(object)) => {
@@ -160,19 +174,20 @@ where
                         continue 'list;
                     }
                     Ok(WatchEvent::Error(status)) => {
-                        failures += 1;
                         tracing::warn!(watch = what, code = status.code, reason = %status.reason, "watch error");
-                        tokio::time::sleep(backoff(failures)).await;
+                        if !interrupted(&changes, &mut failures).await {
+                            return;
+                        }
                         break;
                     }
                     Err(e) => {
-                        failures += 1;
                         tracing::warn!(watch = what, error = %e, "the watch broke");
-                        tokio::time::sleep(backoff(failures)).await;
+                        if !interrupted(&changes, &mut failures).await {
+                            return;
+                        }
                         break;
                     }
                 };
-                failures = 0;
                 if let Some(seen) = object_version(&change) {
                     version = seen;
                 }
@@ -184,10 +199,21 @@ where
     }
 }
 
+/// Counts a failure, tells the controller at the first of a run, and backs off; false when the
+/// controller is gone.
+async fn interrupted<K>(changes: &mpsc::Sender<Change<K>>, failures: &mut u32) -> bool {
+    *failures += 1;
+    if *failures == 1 && changes.send(Change::Interrupted).await.is_err() {
+        return false;
+    }
+    tokio::time::sleep(backoff(*failures)).await;
+    true
+}
+
 fn object_version<K: Resource>(change: &Change<K>) -> Option<String> {
     match change {
         Change::Applied(object) | Change::Deleted(object) => object.meta().resource_version.clone(),
-        Change::Listed(_) => None,
+        _ => None,
     }
 }
 
@@ -195,6 +221,7 @@ fn is_gone(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 410)
 }
 
+/// 1 s doubling to 16 s.
 fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.min(5).saturating_sub(1)).min(Duration::from_secs(30))
+    Duration::from_secs(1u64 << failures.clamp(1, 5).saturating_sub(1))
 }

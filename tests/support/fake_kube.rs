@@ -209,6 +209,11 @@ impl FakeKube {
         store.history.clear();
     }
 
+    /// Makes watch requests fail with `503` (or serves them again).
+    pub fn fail_watches(&self, fail: bool) {
+        self.store.lock().unwrap().watches_fail = fail;
+    }
+
     /// Makes new watch requests wait until [`FakeKube::resume_watches`].
     pub fn pause_watches(&self) {
         self.store.lock().unwrap().paused.send_replace(true);

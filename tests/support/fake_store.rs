@@ -140,6 +140,8 @@ pub struct Store {
     closes: tokio::sync::watch::Sender<u64>,
     /// While true, new watch requests wait (a test makes a gap in which changes go unseen).
     pub paused: tokio::sync::watch::Sender<bool>,
+    /// While true, watch requests are answered `503` (an API server that cannot serve watches).
+    pub watches_fail: bool,
 }
 
 impl Default for Store {
@@ -155,6 +157,7 @@ impl Default for Store {
             changes: broadcast::channel(100_000).0,
             closes: tokio::sync::watch::channel(0).0,
             paused: tokio::sync::watch::channel(false).0,
+            watches_fail: false,
         }
     }
 }
@@ -639,6 +642,15 @@ pub async fn handle(
         (Method::GET, None)
             if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) =>
         {
+            if store.lock().unwrap().watches_fail {
+                let refusal = Refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "watches are not served now".into(),
+                    None,
+                );
+                return Some(refusal.into_response());
+            }
             return Some(watch(store.clone(), route, query, metadata_only));
         }
         (Method::GET, None) => {
@@ -858,44 +870,51 @@ fn watch(
         Ok::<Bytes, std::convert::Infallible>(Bytes::from(line))
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(1024);
-    let (first, mut live, mut closes) = {
-        let store = store.lock().unwrap();
-        let live = store.changes.subscribe();
-        let closes = store.closes.subscribe();
-        let first: Result<Vec<Value>, Value> = match since.parse::<u64>() {
-            Ok(0) | Err(_) => Ok(store
-                .list(kind.group_path, kind.plural, route.namespace.as_deref())
-                .into_iter()
-                .map(|o| json!({"type": "ADDED", "object": o}))
-                .filter(|e| {
-                    wanted(&Change {
-                        version: 0,
-                        group_path: kind.group_path.into(),
-                        plural: kind.plural.into(),
-                        namespace: e["object"]["metadata"]["namespace"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .into(),
-                        kind: kind.kind,
-                        object: e.clone(),
+    // The answer's head goes at once; its events wait while watches are paused (a test's outage).
+    let mut paused = store.lock().unwrap().paused.subscribe();
+    tokio::spawn(async move {
+        if paused.wait_for(|p| !*p).await.is_err() {
+            return;
+        }
+        let (first, mut live, mut closes) = {
+            let store = store.lock().unwrap();
+            let live = store.changes.subscribe();
+            let closes = store.closes.subscribe();
+            let first: Result<Vec<Value>, Value> = match since.parse::<u64>() {
+                Ok(0) | Err(_) => Ok(store
+                    .list(kind.group_path, kind.plural, route.namespace.as_deref())
+                    .into_iter()
+                    .map(|o| json!({"type": "ADDED", "object": o}))
+                    .filter(|e| {
+                        wanted(&Change {
+                            version: 0,
+                            group_path: kind.group_path.into(),
+                            plural: kind.plural.into(),
+                            namespace: e["object"]["metadata"]["namespace"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .into(),
+                            kind: kind.kind,
+                            object: e.clone(),
+                        })
                     })
-                })
-                .collect()),
-            Ok(version) if version < store.compacted => Err(json!({"type": "ERROR", "object": {
+                    .collect()),
+                Ok(version) if version < store.compacted => {
+                    Err(json!({"type": "ERROR", "object": {
                 "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                 "message": format!("too old resource version: {version} ({})", store.compacted),
-                "reason": "Expired", "code": 410}})),
-            Ok(version) => Ok(store
-                .history
-                .iter()
-                .filter(|c| c.version > version && wanted(c))
-                .map(|c| c.object.clone())
-                .collect()),
+                "reason": "Expired", "code": 410}}))
+                }
+                Ok(version) => Ok(store
+                    .history
+                    .iter()
+                    .filter(|c| c.version > version && wanted(c))
+                    .map(|c| c.object.clone())
+                    .collect()),
+            };
+            (first, live, closes)
         };
-        (first, live, closes)
-    };
-    let last_sent = store.lock().unwrap().version;
-    tokio::spawn(async move {
+        let last_sent = store.lock().unwrap().version;
         let events = match first {
             Ok(events) => events,
             Err(gone) => {
@@ -910,7 +929,10 @@ fn watch(
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
         loop {
+            // A close is seen before any change made after it.
             tokio::select! {
+                biased;
+                _ = closes.changed() => return,
                 change = live.recv() => match change {
                     Ok(change) if change.version > last_sent && wanted(&change) => {
                         if tx.send(shape(change.object)).await.is_err() {
@@ -921,7 +943,6 @@ fn watch(
                     Err(broadcast::error::RecvError::Lagged(_)) => return,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                _ = closes.changed() => return,
                 () = tokio::time::sleep_until(deadline) => return,
             }
         }
