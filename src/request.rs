@@ -113,6 +113,9 @@ pub struct FetchOptions {
     /// Skip absent required objects too, listing them in the response's `missing`, instead of failing
     /// the mount on the first one (absent optional objects are skipped as always, unlisted).
     pub report_missing: bool,
+    /// Ask the backend for versions first, where it can tell them without values, and read no value
+    /// when every object is at its previous version (`previous_versions`).
+    pub probe: bool,
 }
 
 /// The deadline of a request that was given none.

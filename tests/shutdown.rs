@@ -44,7 +44,7 @@ impl Backend for SlowBackend {
                     id: "slow/key".into(),
                     version: "1".into(),
                 }],
-                missing: Vec::new(),
+                ..Default::default()
             })
         })
     }

@@ -79,6 +79,13 @@ impl World {
         SyncProcess::start(self.dir.path(), name, &self.flags(extra))
     }
 
+    /// A controller with its own hash key file (not the one the others share).
+    fn controller_with_key(&self, name: &str, key_file: &str) -> SyncProcess {
+        let mut flags = base_flags(&self.kube.kubeconfig, &self.dir.path().join(key_file));
+        flags.extend(["--vault-addr".to_string(), self.bao().address.clone()]);
+        SyncProcess::start(self.dir.path(), name, &flags)
+    }
+
     fn add_class(&self, name: &str, objects: &str) {
         self.kube.put(
             "apis/secrets-store.csi.x-k8s.io/v1",
@@ -328,6 +335,8 @@ async fn the_seed_flow_creates_rotates_and_rolls_once() {
     assert!(
         controller.metric("openclaw_sync_reconcile_total{result=\"unchanged\"}") >= unchanged + 2.0
     );
+    // The policy grants no metadata read: refused once, remembered, values read instead.
+    assert!(world.bao().count("read", "secret/metadata/openclaw") <= 1);
 
     // A rotated key reaches the Secret after a poll; the workloads are rolled once, after the debounce.
     let generations = (
@@ -381,6 +390,203 @@ async fn the_seed_flow_creates_rotates_and_rolls_once() {
     );
     world.assert_no_value_in("status, events, workloads or metrics", &everything);
     world.assert_no_value_in("the controller's log", &controller.logs());
+}
+
+/// A controller with another hash key (a key Secret or file replaced) rewrites the status under the new
+/// key but restarts nothing, since the backend's versions say the data did not change. An optional
+/// object the backend does not have is not "gone" (Retain stays Ready). A spec edit alone (Owner to
+/// Orphan) is applied: the ownerReference goes, and the Secret outlives its SecretSync.
+#[tokio::test]
+async fn a_new_hash_key_restarts_nothing_and_spec_edits_apply() {
+    let world = World::start().await;
+    world.add_class(
+        "with-optional",
+        &format!(
+            "{VAULT_OBJECTS}- objectName: EXTRA_KEY\n  secretPath: secret/data/openclaw\n  \
+             secretKey: EXTRA_KEY\n  optional: true\n"
+        ),
+    );
+    world.add_deployment("openclaw-gateway", json!({}), "keys");
+    world.add_sync(
+        "keys",
+        json!({"secretProviderClassName": "with-optional",
+               "rollout": {"targets": [{"kind": "Deployment", "name": "openclaw-gateway"}]}}),
+    );
+    let mut first = world.controller_with_key("sync-a", "key-a");
+    let keys = expected_keys(openbao::ANTHROPIC_KEY);
+    wait_for("the first sync", Duration::from_secs(30), &[&first], || {
+        world.data("keys") == Some(keys.clone())
+            && world.ready("keys") == ("True".into(), "SecretSynced".into())
+    })
+    .await;
+    let hash = world.status("keys")["syncedHash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let generation = world.generation("openclaw-gateway");
+    first.terminate();
+    let second = world.controller_with_key("sync-b", "key-b");
+    wait_for(
+        "the status under the new key",
+        Duration::from_secs(30),
+        &[&second],
+        || world.status("keys")["syncedHash"].as_str() != Some(hash.as_str()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(world.generation("openclaw-gateway"), generation);
+    assert_eq!(world.rollout_annotation("openclaw-gateway"), None);
+    assert!(world.events("keys", "RolloutTriggered").is_empty());
+    let new_hash = world.status("keys")["syncedHash"].clone();
+    assert_eq!(world.status("keys")["rolledOutHash"], new_hash);
+    assert_eq!(world.data("keys"), Some(keys.clone()));
+
+    // Owner to Orphan, with the same data: the ownerReference goes at once.
+    let mut sync = world.kube.get("secretsyncs", NS, "keys").unwrap();
+    sync["spec"]["target"] = json!({"creationPolicy": "Orphan"});
+    world
+        .kube
+        .put("apis/openclaw.io/v1alpha1", "secretsyncs", NS, sync);
+    wait_for(
+        "the ownerReference removed",
+        Duration::from_secs(30),
+        &[&second],
+        || world.secret("keys").unwrap()["metadata"]["ownerReferences"].is_null(),
+    )
+    .await;
+    world.kube.delete("secretsyncs", NS, "keys");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(world.data("keys"), Some(keys));
+}
+
+/// Cheap polls: with read access to KV v2 metadata, a poll asks for the current version and reads no
+/// value while it is the synced one; a new version is read and written at once. Without that access
+/// (the seed flow's policy), the one refused metadata read is remembered and values are read instead.
+#[tokio::test]
+async fn polls_compare_versions_before_reading_values() {
+    let world = World::start().await;
+    world
+        .bao()
+        .post(
+            "sys/policies/acl/openclaw",
+            json!({"policy": r#"
+                path "secret/data/openclaw" { capabilities = ["read"] }
+                path "secret/metadata/openclaw" { capabilities = ["read"] }
+            "#}),
+        )
+        .await;
+    world.add_sync("keys", json!({}));
+    let controller = world.controller("sync-a", &[]);
+    wait_for(
+        "the first sync",
+        Duration::from_secs(30),
+        &[&controller],
+        || {
+            world.data("keys") == Some(expected_keys(openbao::ANTHROPIC_KEY))
+                && world.ready("keys") == ("True".into(), "SecretSynced".into())
+        },
+    )
+    .await;
+    let bao = world.bao();
+    let (data_reads, metadata_reads) = (
+        bao.count("read", "secret/data/openclaw"),
+        bao.count("read", "secret/metadata/openclaw"),
+    );
+    let writes = world.kube.writes();
+    let unchanged = controller.metric("openclaw_sync_reconcile_total{result=\"unchanged\"}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Polls within the value cache's TTL (5 s) share one metadata read.
+    assert!(
+        bao.count("read", "secret/metadata/openclaw") > metadata_reads,
+        "polls asked for versions"
+    );
+    assert!(
+        controller.metric("openclaw_sync_reconcile_total{result=\"unchanged\"}") >= unchanged + 2.0
+    );
+    assert_eq!(
+        bao.count("read", "secret/data/openclaw"),
+        data_reads,
+        "no value was read while the version held"
+    );
+    assert_eq!(world.kube.writes(), writes);
+    world.rotate_anthropic_key(ROTATED_KEY).await;
+    wait_for(
+        "the new version",
+        Duration::from_secs(15),
+        &[&controller],
+        || world.data("keys") == Some(expected_keys(ROTATED_KEY)),
+    )
+    .await;
+}
+
+/// A throttling endpoint holds its own SecretSyncs only: once it answers "slow down", none of its
+/// SecretSyncs asks it again before the throttle window ends (one reconcile per window, with one
+/// reconcile at a time), while a SecretSync on another Vault keeps syncing, rotation included.
+#[tokio::test]
+async fn a_throttling_backend_slows_only_its_own_secret_syncs() {
+    let world = World::start().await;
+    let hostile = support::hostile_vault::HostileVault::start("3600").await;
+    world.kube.put(
+        "apis/secrets-store.csi.x-k8s.io/v1",
+        "secretproviderclasses",
+        NS,
+        json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+               "metadata": {"name": "throttling", "namespace": NS},
+               "spec": {"provider": "openclaw", "parameters": {
+                   "backend": "vault", "roleName": "openclaw", "vaultAuthMountPath": "jwt",
+                   "vaultAddress": hostile.address,
+                   "objects": "- {objectName: k, secretPath: secret/throttled, secretKey: k}\n"}}}),
+    );
+    for name in ["slow-a", "slow-b", "slow-c"] {
+        world.add_sync(name, json!({"secretProviderClassName": "throttling"}));
+    }
+    world.add_sync("keys", json!({}));
+    let controller = world.controller(
+        "sync-a",
+        &[
+            "--vault-allowed-addresses",
+            &hostile.address,
+            "--sync-concurrency",
+            "1",
+        ],
+    );
+    wait_for(
+        "the throttled and the synced",
+        Duration::from_secs(30),
+        &[&controller],
+        || {
+            world.data("keys") == Some(expected_keys(openbao::ANTHROPIC_KEY))
+                && ["slow-a", "slow-b", "slow-c"]
+                    .iter()
+                    .all(|n| world.ready(n) == ("False".into(), "BackendThrottled".into()))
+        },
+    )
+    .await;
+    world.rotate_anthropic_key(ROTATED_KEY).await;
+    wait_for(
+        "the rotation on the other Vault",
+        Duration::from_secs(15),
+        &[&controller],
+        || world.data("keys") == Some(expected_keys(ROTATED_KEY)),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let logs = controller.logs();
+    let throttled_reconciles = logs
+        .lines()
+        .filter(|l| l.contains("\"sync failed\"") && l.contains("BackendThrottled"))
+        .count();
+    let windows = logs
+        .lines()
+        .filter(|l| l.contains("the backend throttles"))
+        .count();
+    assert!(windows >= 2, "windows: {windows}");
+    assert!(
+        throttled_reconciles <= windows + 1,
+        "{throttled_reconciles} throttled reconciles in {windows} windows"
+    );
+    assert!(controller.metric("openclaw_sync_backend_throttled_total{backend=\"vault\"}") >= 2.0);
+    assert_eq!(world.ready("keys"), ("True".into(), "SecretSynced".into()));
 }
 
 /// `force-sync` (ESO's annotation) refreshes at once and reads past the value cache, even with a long

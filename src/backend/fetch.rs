@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 use super::BoxFuture;
 use crate::cache::{Loaded, ValueCache};
 use crate::error::{ErrorKind, MountError, MountResult, Reason};
-use crate::request::{FetchOptions, MountRequest};
+use crate::request::{FetchOptions, MountRequest, PreviousVersion};
 use crate::response::{MountResponse, MountedFile, ObjectVersion, check_output_path};
 use crate::telemetry::metrics::Metrics;
 use crate::transform::{self, Encoding};
@@ -97,6 +97,22 @@ pub trait Source: Send + Sync + 'static {
             }
             answers
         })
+    }
+
+    /// Whether [`Source::probe`] can tell versions without values.
+    const PROBES: bool = false;
+
+    /// The request's current version, asked without its value, when the source can tell it cheaply
+    /// and `previous` is a version of its kind (e.g. KV v2's metadata for a number); `None`: read the
+    /// value instead. Only in-process callers ask ([`FetchOptions::probe`]).
+    fn probe<'a>(
+        &'a self,
+        _call: &'a Self::Call,
+        _request: &'a Self::Request,
+        _previous: &'a str,
+        _deadline: Instant,
+    ) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async { None })
     }
 
     /// The bytes of the object's key in its answer (`object.key` is set): by default the key of the
@@ -196,6 +212,7 @@ impl ResponseBuilder {
                 files: Vec::with_capacity(capacity),
                 versions: Vec::with_capacity(capacity),
                 missing: Vec::new(),
+                unchanged: false,
             },
             versions,
         }
@@ -237,29 +254,33 @@ impl ResponseBuilder {
     }
 }
 
-/// How [`FetchPipeline::run`] fetches: by when, and the in-process caller's options.
+/// How [`FetchPipeline::run`] fetches: by when, the in-process caller's options, and the versions the
+/// caller holds (for [`FetchOptions::probe`]).
 #[derive(Debug, Clone, Copy)]
-pub struct RunOptions {
+pub struct RunOptions<'a> {
     pub deadline: Instant,
     pub fetch: FetchOptions,
+    pub previous: &'a [PreviousVersion],
 }
 
-impl RunOptions {
-    /// The request's deadline and fetch options.
-    pub fn of(request: &MountRequest) -> Self {
+impl<'a> RunOptions<'a> {
+    /// The request's deadline, fetch options and previous versions.
+    pub fn of(request: &'a MountRequest) -> Self {
         Self {
             deadline: request.deadline(),
             fetch: request.fetch,
+            previous: &request.previous_versions,
         }
     }
 }
 
-impl From<Instant> for RunOptions {
+impl From<Instant> for RunOptions<'static> {
     /// Only a deadline: what a driver's mount gets.
     fn from(deadline: Instant) -> Self {
         Self {
             deadline,
             fetch: FetchOptions::default(),
+            previous: &[],
         }
     }
 }
@@ -267,6 +288,9 @@ impl From<Instant> for RunOptions {
 /// How one mount's objects are fetched: concurrency, the value cache, metrics and versions.
 pub struct FetchPipeline<S: Source> {
     values: ValueCache<(S::Identity, S::Request), S::Answer>,
+    /// Versions told without values ([`Source::probe`]), kept as long as values are, so SecretSyncs
+    /// polled together make one probe; `None` with the value cache off.
+    probes: Option<ProbeCache<S>>,
     concurrency: usize,
     max_response_bytes: usize,
     mount_answer_bytes: usize,
@@ -288,6 +312,13 @@ pub struct PipelineSettings {
     pub max_response_bytes: usize,
 }
 
+/// Versions told without values, by identity and request.
+type ProbeCache<S> =
+    moka::future::Cache<(<S as Source>::Identity, <S as Source>::Request), Option<String>>;
+
+/// Most versions told without values that are kept.
+const PROBES_KEPT: u64 = 10_000;
+
 /// What one mount's answers may hold together, as a multiple of `--max-response-bytes`: keys are cut
 /// out of answers, so the answers may be larger than the response, but not without bound.
 pub const ANSWER_BYTES_PER_RESPONSE_BYTE: usize = 2;
@@ -298,8 +329,15 @@ impl<S: Source> FetchPipeline<S> {
         versions: Arc<VersionKey>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let probes = (!settings.cache_ttl.is_zero() && S::PROBES).then(|| {
+            moka::future::Cache::builder()
+                .time_to_live(settings.cache_ttl)
+                .max_capacity(PROBES_KEPT)
+                .build()
+        });
         Self {
             values: ValueCache::new(settings.cache_ttl, settings.cache_bytes, S::Answer::size),
+            probes,
             concurrency: settings.concurrency.max(1),
             max_response_bytes: settings.max_response_bytes,
             mount_answer_bytes: settings
@@ -316,10 +354,15 @@ impl<S: Source> FetchPipeline<S> {
         source: &S,
         call: &S::Call,
         mut plan: Vec<PlannedObject<S::Request>>,
-        options: impl Into<RunOptions>,
+        options: impl Into<RunOptions<'_>>,
     ) -> MountResult<MountResponse> {
         let options = options.into();
         check_plan(&plan)?;
+        if options.fetch.probe
+            && let Some(unchanged) = self.unchanged(source, call, &plan, &options).await
+        {
+            return Ok(unchanged);
+        }
         // With report_missing, absent required objects are listed (optional ones are only skipped).
         let mut reported: HashSet<String> = HashSet::new();
         if options.fetch.report_missing {
@@ -374,6 +417,66 @@ impl<S: Source> FetchPipeline<S> {
             response.push(object.id, version, object.path, object.mode, contents);
         }
         Ok(response.finish())
+    }
+
+    /// Asks the source for the versions alone ([`Source::probe`]): a response with no files, marked
+    /// unchanged, when every object has a previous version and each request's current version equals
+    /// it; `None` (read the values) when anything differs or cannot be told without values.
+    async fn unchanged(
+        &self,
+        source: &S,
+        call: &S::Call,
+        plan: &[PlannedObject<S::Request>],
+        options: &RunOptions<'_>,
+    ) -> Option<MountResponse> {
+        if !S::PROBES || plan.is_empty() {
+            return None;
+        }
+        let previous: HashMap<&str, &str> = options
+            .previous
+            .iter()
+            .map(|v| (v.id.as_str(), v.version.as_str()))
+            .collect();
+        let mut expected: HashMap<&S::Request, &str> = HashMap::with_capacity(plan.len());
+        for object in plan {
+            let version = previous.get(object.id.as_str())?;
+            if *expected.entry(&object.request).or_insert(version) != *version {
+                return None;
+            }
+        }
+        let deadline = options.deadline;
+        let checks: Vec<BoxFuture<'_, bool>> = expected
+            .into_iter()
+            .map(|(request, version)| -> BoxFuture<'_, bool> {
+                Box::pin(async move {
+                    let probe = source.probe(call, request, version, deadline);
+                    let current = match &self.probes {
+                        Some(kept) => {
+                            let key = (S::identity(call).clone(), request.clone());
+                            kept.get_with(key, probe).await
+                        }
+                        None => probe.await,
+                    };
+                    current.as_deref() == Some(version)
+                })
+            })
+            .collect();
+        let mut probes = futures_util::stream::iter(checks).buffer_unordered(self.concurrency);
+        while let Some(same) = probes.next().await {
+            if !same {
+                return None;
+            }
+        }
+        let mut response = ResponseBuilder::new(self.versions.clone(), plan.len());
+        for object in plan {
+            let version = previous.get(object.id.as_str())?.to_string();
+            response.response.versions.push(ObjectVersion {
+                id: object.id.clone(),
+                version,
+            });
+        }
+        response.response.unchanged = true;
+        Some(response.finish())
     }
 
     /// Drops the kept answers of the plan's reads (a forced refresh reads them afresh).

@@ -177,6 +177,13 @@ pub trait Backend: Send + Sync {
     /// Checks a request as a mount would before it fetches anything — parameters, objects, output paths
     /// and what the provider's flags refuse — without the pod's identity or any I/O (the `check` command).
     fn check(&self, request: &MountRequest) -> MountResult<()>;
+
+    /// Where the request's reads go (a Vault address, an AWS region), as far as the parameters and
+    /// flags tell without I/O: the sync controller holds the SecretSyncs of one throttling endpoint.
+    /// Empty when the backend has one endpoint only.
+    fn endpoint(&self, _request: &MountRequest) -> String {
+        String::new()
+    }
 }
 
 /// Keys every backend shares or the driver adds.

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use super::crd::SecretSync;
 use super::reconcile::{self, Context, Input, Next, Outcome};
+use super::source::Endpoint;
 use super::target::SYNC_LABEL;
 use super::watch::Change;
 use crate::service::until_set;
@@ -58,6 +59,8 @@ struct Entry {
     ready: Option<bool>,
     /// The Secret's version after this replica's last write.
     written_version: Option<String>,
+    /// Where it reads from (known after its first fetch).
+    backend: Option<Endpoint>,
 }
 
 impl Entry {
@@ -77,6 +80,14 @@ impl Entry {
             .as_ref()
             .and_then(|s| s.target_resource_version.as_deref()))
     }
+}
+
+/// A backend's throttle window: its end, and how many throttled answers in a row (it doubles with
+/// each, 1 s to 5 min, and closes on the backend's first good answer).
+#[derive(Default)]
+struct Throttle {
+    until: Option<Instant>,
+    level: u32,
 }
 
 /// Whether a watch has listed once (reconciles may start) and works now (readiness).
@@ -115,6 +126,8 @@ pub struct Controller {
     groups: HashMap<(String, String, String), Instant>,
     /// The target Secrets of the reconciles running now.
     writing: HashSet<Key>,
+    /// Endpoints that answered "slow down": none of their SecretSyncs runs before the window ends.
+    throttles: HashMap<Endpoint, Throttle>,
     running: usize,
     gauges_at: Instant,
 }
@@ -136,6 +149,7 @@ impl Controller {
             secrets: HashMap::new(),
             groups: HashMap::new(),
             writing: HashSet::new(),
+            throttles: HashMap::new(),
             running: 0,
             gauges_at: Instant::now(),
         }
@@ -193,7 +207,7 @@ impl Controller {
     /// (the second sees what the first wrote, and is refused if it is not its own).
     fn dispatch(&mut self, done: &mpsc::Sender<Done>) {
         let now = Instant::now();
-        let mut blocked = Vec::new();
+        let mut held = Vec::new();
         while self.running < self.concurrency {
             match self.queue.first_key_value() {
                 Some(((at, _), _)) if *at <= now => {}
@@ -206,9 +220,13 @@ impl Controller {
                 continue;
             };
             entry.slot = None;
-            let target = entry.target();
+            let (backend, target) = (entry.backend.clone(), entry.target());
+            if let Some(until) = backend.and_then(|b| self.throttled_until(&b, now)) {
+                held.push((key, until));
+                continue;
+            }
             if !self.writing.insert(target.clone()) {
-                blocked.push(key);
+                held.push((key, now + TARGET_BUSY_RETRY));
                 continue;
             }
             let Some(entry) = self.entries.get_mut(&key) else {
@@ -235,8 +253,8 @@ impl Controller {
                     .await;
             });
         }
-        for key in blocked {
-            self.schedule(&key, now + TARGET_BUSY_RETRY);
+        for (key, at) in held {
+            self.schedule(&key, at);
         }
         self.update_gauges();
     }
@@ -279,6 +297,7 @@ impl Controller {
                     last_warning: None,
                     ready: None,
                     written_version: None,
+                    backend: None,
                 },
             );
             if let Some(at) = first {
@@ -398,10 +417,26 @@ impl Controller {
             Arc::make_mut(&mut entry.sync).status = Some(status);
         }
         let now = Instant::now();
+        if let Some(endpoint) = outcome.backend {
+            entry.backend = Some(endpoint.clone());
+            if outcome.next == Next::Throttled {
+                self.throttle(endpoint, now);
+            } else if outcome.result != "failed" {
+                self.throttles.remove(&endpoint);
+            }
+        }
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
         let at = if std::mem::take(&mut entry.again) {
             Some(now)
         } else {
             match outcome.next {
+                Next::Throttled => {
+                    let endpoint = entry.backend.clone();
+                    let until = endpoint.and_then(|b| self.throttled_until(&b, now));
+                    Some(until.unwrap_or(now))
+                }
                 Next::Backoff => {
                     entry.failures = entry.failures.saturating_add(1);
                     Some(now + backoff(entry.failures))
@@ -423,6 +458,31 @@ impl Controller {
         if let Some(at) = at {
             self.schedule(&key, at);
         }
+    }
+
+    /// Opens the endpoint's throttle window (or leaves the open one: reconciles that were in flight
+    /// together open one window, not one each).
+    fn throttle(&mut self, endpoint: Endpoint, now: Instant) {
+        let backend = endpoint.backend;
+        let throttle = self.throttles.entry(endpoint).or_default();
+        if throttle.until.is_some_and(|until| until > now) {
+            return;
+        }
+        throttle.level = throttle.level.saturating_add(1);
+        let wait = backoff(throttle.level);
+        throttle.until = Some(now + wait);
+        tracing::warn!(backend, wait = ?wait, "the backend throttles: its SecretSyncs wait");
+        if let Some(metrics) = self.ctx.sync_metrics() {
+            metrics.record_throttled(backend);
+        }
+    }
+
+    /// The end of the endpoint's throttle window, when one is open.
+    fn throttled_until(&self, backend: &Endpoint, now: Instant) -> Option<Instant> {
+        self.throttles
+            .get(backend)
+            .and_then(|t| t.until)
+            .filter(|until| *until > now)
     }
 
     /// When a SecretSync first seen is due (see the module doc); `None`: synced once, never again.

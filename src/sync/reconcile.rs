@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::crd::{CreationPolicy, DeletionPolicy, SecretSync, SecretSyncStatus};
+use super::source::Endpoint;
 use super::{report, rollout, source, target};
 use crate::backend::Backends;
 use crate::error::{ErrorKind, MountError, Reason};
@@ -68,12 +69,14 @@ pub struct Failure {
 }
 
 /// When a failed SecretSync is tried again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Retry {
     /// Soon, backing off (the cause may pass: the backend or the API is down).
     Backoff,
     /// At the next regular poll or when the SecretSync changes (retrying sooner changes nothing).
     Poll,
+    /// The endpoint throttles: when its throttle window ends (it holds every SecretSync reading it).
+    Throttled(Endpoint),
 }
 
 impl Failure {
@@ -104,6 +107,18 @@ impl Failure {
             reason: "KubernetesApiError",
             message,
             retry: Retry::Backoff,
+        }
+    }
+
+    /// A fetch from `endpoint` failed: [`Failure::from_mount`], throttling held for the whole endpoint.
+    pub fn from_backend(endpoint: &Endpoint, error: MountError) -> Self {
+        let failure = Self::from_mount(error);
+        match failure.reason {
+            "BackendThrottled" => Self {
+                retry: Retry::Throttled(endpoint.clone()),
+                ..failure
+            },
+            _ => failure,
         }
     }
 
@@ -165,6 +180,8 @@ pub struct Outcome {
     pub last_warning: Option<String>,
     /// The status as this reconcile left it (the watch brings it later).
     pub status: Option<SecretSyncStatus>,
+    /// Where the SecretSync reads from, when the reconcile got as far as asking.
+    pub backend: Option<Endpoint>,
 }
 
 /// When the SecretSync is due again.
@@ -176,6 +193,8 @@ pub enum Next {
     Backoff,
     /// After this long (a debounced rollout).
     After(Duration),
+    /// When the backend's throttle window ends.
+    Throttled,
 }
 
 /// Reconciles one SecretSync.
@@ -206,7 +225,31 @@ async fn sync_once(ctx: &Context, input: &Input) -> Result<Outcome, Failure> {
         _ => target::existing(ctx, namespace, target_name, input.secret.clone()).await?,
     };
     target::check_ownership(policy, existing.as_ref(), sync, target_name)?;
-    let fetched = source::fetch(ctx, sync, input.force).await?;
+    let live_version = existing.as_ref().and_then(|m| m.resource_version.clone());
+    let drifted = policy != CreationPolicy::None
+        && (live_version.is_none() || live_version != old.target_resource_version);
+    // A spec edit (policy, target, keys) is applied even when the data is the same.
+    let respec = old.observed_generation != sync.metadata.generation;
+    let settled = !input.force && !drifted && !respec && is_settled(&old);
+    let previous = if settled {
+        &old.object_versions[..]
+    } else {
+        &[]
+    };
+    let fetched = source::fetch(ctx, sync, input.force, previous).await?;
+    let backend = fetched.backend.clone();
+    if fetched.unchanged {
+        // The backend's versions are the synced ones: nothing was read, nothing is written.
+        return Ok(Outcome {
+            result: "unchanged",
+            next: Next::Poll,
+            ready: true,
+            written_version: None,
+            last_warning: None,
+            status: None,
+            backend: Some(backend),
+        });
+    }
     let mut status = old.clone();
     status.object_versions = fetched.versions;
     status.observed_generation = sync.metadata.generation;
@@ -224,7 +267,11 @@ async fn sync_once(ctx: &Context, input: &Input) -> Result<Outcome, Failure> {
             }
             // The Secret goes once every object is gone; until then the gone keys go, as with Merge.
             DeletionPolicy::Delete if fetched.data.is_empty() => {
-                return deleted(ctx, input, status, existing, target_name, &fetched.gone).await;
+                let gone = Gone {
+                    keys: &fetched.gone,
+                    backend,
+                };
+                return deleted(ctx, input, status, existing, target_name, gone).await;
             }
             DeletionPolicy::Delete | DeletionPolicy::Merge => {}
         }
@@ -235,29 +282,23 @@ async fn sync_once(ctx: &Context, input: &Input) -> Result<Outcome, Failure> {
     let changed = change != Change::None;
     let mut result = if changed { "synced" } else { "unchanged" };
     let mut written_version = None;
-    if policy != CreationPolicy::None {
-        let live_version = existing.as_ref().and_then(|m| m.resource_version.clone());
-        let drifted = live_version.is_none() || live_version != old.target_resource_version;
-        // A spec edit (policy, target, keys) is applied even when the data is the same.
-        let respec = old.observed_generation != sync.metadata.generation;
-        if changed || drifted || respec {
-            let version = target::apply(ctx, sync, policy, target_name, &data).await?;
-            result = "synced";
-            let why = match change {
-                Change::None if respec => "the SecretSync changed",
-                Change::None => "the Secret was changed or deleted outside the controller",
-                other => other.describe(),
-            };
-            let reason = if change == Change::First {
-                "Synced"
-            } else {
-                "Updated"
-            };
-            let message = format!("{why}: wrote {} keys to Secret {target_name}", data.len());
-            report::event(ctx, sync, report::NORMAL, reason, &message).await;
-            status.target_resource_version = Some(version.clone());
-            written_version = Some(version);
-        }
+    if policy != CreationPolicy::None && (changed || drifted || respec) {
+        let version = target::apply(ctx, sync, policy, target_name, &data).await?;
+        result = "synced";
+        let why = match change {
+            Change::None if respec => "the SecretSync changed",
+            Change::None => "the Secret was changed or deleted outside the controller",
+            other => other.describe(),
+        };
+        let reason = if change == Change::First {
+            "Synced"
+        } else {
+            "Updated"
+        };
+        let message = format!("{why}: wrote {} keys to Secret {target_name}", data.len());
+        report::event(ctx, sync, report::NORMAL, reason, &message).await;
+        status.target_resource_version = Some(version.clone());
+        written_version = Some(version);
     }
     if changed {
         status.synced_hash = Some(hash.clone());
@@ -302,7 +343,18 @@ async fn sync_once(ctx: &Context, input: &Input) -> Result<Outcome, Failure> {
         written_version,
         last_warning: None,
         status: Some(status),
+        backend: Some(backend),
     })
+}
+
+/// Whether the last sync left nothing pending (synced and Ready, its workloads rolled): only then may a
+/// poll settle for the backend's versions alone.
+fn is_settled(old: &SecretSyncStatus) -> bool {
+    let ready = old
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True" && c.reason == report::SYNCED);
+    ready && old.synced_hash.is_some() && old.rolled_out_hash == old.synced_hash
 }
 
 /// The refresh interval, raised to the floor; a spec error when it does not parse.
@@ -431,6 +483,12 @@ async fn rollout_if_due(
     Ok(Next::Poll)
 }
 
+/// The keys whose objects a backend says are gone.
+struct Gone<'a> {
+    keys: &'a [String],
+    backend: Endpoint,
+}
+
 /// `deletionPolicy: Delete` with objects gone: the Secret goes (it is the controller's, checked).
 async fn deleted(
     ctx: &Context,
@@ -438,13 +496,13 @@ async fn deleted(
     mut status: SecretSyncStatus,
     existing: Option<ObjectMeta>,
     target_name: &str,
-    gone: &[String],
+    gone: Gone<'_>,
 ) -> Result<Outcome, Failure> {
     let sync = &input.sync;
     let old = sync.status.clone().unwrap_or_default();
     let message = format!(
         "the backend no longer has the objects of keys {}: Secret {target_name} deleted (deletionPolicy Delete)",
-        gone.join(", ")
+        gone.keys.join(", ")
     );
     if let Some(existing) = existing {
         target::delete(ctx, sync, target_name, &existing).await?;
@@ -469,6 +527,7 @@ async fn deleted(
         written_version: None,
         last_warning: None,
         status: Some(status),
+        backend: Some(gone.backend),
     })
 }
 
@@ -506,14 +565,19 @@ async fn failed(ctx: &Context, input: &Input, failure: Failure) -> Outcome {
     }
     Outcome {
         result: "failed",
-        next: match failure.retry {
+        next: match &failure.retry {
             Retry::Backoff => Next::Backoff,
             Retry::Poll => Next::Poll,
+            Retry::Throttled(_) => Next::Throttled,
         },
         ready: false,
         written_version: None,
         last_warning: Some(warning),
         status,
+        backend: match failure.retry {
+            Retry::Throttled(endpoint) => Some(endpoint),
+            _ => None,
+        },
     }
 }
 

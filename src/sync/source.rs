@@ -13,12 +13,19 @@ use zeroize::Zeroizing;
 
 use super::crd::{SecretSync, SyncedObjectVersion};
 use super::reconcile::{Context, Failure};
-use crate::backend::Backends;
 use crate::error::{ErrorKind, MountError, Reason};
-use crate::request::{FetchOptions, KUBELET_PREFIX, MountRequest, PodIdentity};
+use crate::request::{FetchOptions, KUBELET_PREFIX, MountRequest, PodIdentity, PreviousVersion};
 
 /// The `provider` a SecretProviderClass must name for the controller to use it.
 pub const PROVIDER: &str = "openclaw";
+
+/// Where a SecretSync's reads go: the backend and its endpoint ([`crate::backend::Backend::endpoint`]).
+/// A throttling endpoint holds only the SecretSyncs that read from it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub backend: &'static str,
+    pub address: String,
+}
 
 /// What the backend holds for one SecretSync, as Secret keys.
 pub struct Fetched {
@@ -26,10 +33,21 @@ pub struct Fetched {
     /// Keys whose objects the backend says are gone.
     pub gone: Vec<String>,
     pub versions: Vec<SyncedObjectVersion>,
+    /// Where the reads went.
+    pub backend: Endpoint,
+    /// The backend's versions were the previous ones: nothing was read (`data` is empty).
+    pub unchanged: bool,
 }
 
-/// Fetches the SecretSync's objects (`fresh`: past the value cache).
-pub async fn fetch(ctx: &Context, sync: &SecretSync, fresh: bool) -> Result<Fetched, Failure> {
+/// Fetches the SecretSync's objects (`fresh`: past the value cache). With the `previous` versions of
+/// the last sync, a backend that can tell versions without values is asked for those first, and
+/// nothing is read when all are the same ([`Fetched::unchanged`]).
+pub async fn fetch(
+    ctx: &Context,
+    sync: &SecretSync,
+    fresh: bool,
+    previous: &[SyncedObjectVersion],
+) -> Result<Fetched, Failure> {
     let namespace = sync.metadata.namespace.as_deref().unwrap_or_default();
     let parameters =
         provider_class_parameters(ctx, namespace, &sync.spec.secret_provider_class_name).await?;
@@ -45,22 +63,43 @@ pub async fn fetch(ctx: &Context, sync: &SecretSync, fresh: bool) -> Result<Fetc
         fetch: FetchOptions {
             fresh,
             report_missing: true,
+            probe: !previous.is_empty(),
         },
+        previous_versions: previous
+            .iter()
+            .map(|v| PreviousVersion {
+                id: v.id.clone(),
+                version: v.version.clone(),
+            })
+            .collect(),
         ..Default::default()
     };
-    let response = mount(&ctx.backends, &request, ctx.settings.mount_timeout)
+    let backend = ctx.backends.select(&request).map_err(Failure::from_mount)?;
+    let name = Endpoint {
+        backend: backend.name(),
+        address: backend.endpoint(&request),
+    };
+    let response = mount(backend, &request, ctx.settings.mount_timeout)
         .await
-        .map_err(Failure::from_mount)?;
-    response.validate().map_err(Failure::from_mount)?;
-    keys_of(sync, response)
+        .and_then(|response| response.validate().map(|()| response))
+        .map_err(|error| Failure::from_backend(&name, error))?;
+    if response.unchanged {
+        return Ok(Fetched {
+            data: BTreeMap::new(),
+            gone: Vec::new(),
+            versions: Vec::new(),
+            backend: name,
+            unchanged: true,
+        });
+    }
+    keys_of(sync, response, name)
 }
 
 async fn mount(
-    backends: &Backends,
+    backend: &dyn crate::backend::Backend,
     request: &MountRequest,
     timeout: Duration,
 ) -> Result<crate::response::MountResponse, MountError> {
-    let backend = backends.select(request)?;
     tokio::time::timeout(timeout, backend.mount(request))
         .await
         .map_err(|_| {
@@ -130,6 +169,7 @@ async fn provider_class_parameters(
 fn keys_of(
     sync: &SecretSync,
     response: crate::response::MountResponse,
+    backend: Endpoint,
 ) -> Result<Fetched, Failure> {
     let versions = response
         .versions
@@ -203,6 +243,8 @@ fn keys_of(
         data,
         gone,
         versions,
+        backend,
+        unchanged: false,
     })
 }
 
@@ -230,6 +272,13 @@ mod tests {
         .unwrap()
     }
 
+    fn file_endpoint() -> Endpoint {
+        Endpoint {
+            backend: "file",
+            address: String::new(),
+        }
+    }
+
     fn response(files: &[&str], missing: &[&str]) -> MountResponse {
         MountResponse {
             files: files
@@ -248,17 +297,19 @@ mod tests {
                 })
                 .collect(),
             missing: missing.iter().map(|p| p.to_string()).collect(),
+            unchanged: false,
         }
     }
 
     #[test]
     fn every_file_becomes_a_key_unless_data_maps_them() {
-        let all = keys_of(&sync(""), response(&["A", "B"], &["C"])).unwrap();
+        let all = keys_of(&sync(""), response(&["A", "B"], &["C"]), file_endpoint()).unwrap();
         assert_eq!(all.data.keys().collect::<Vec<_>>(), ["A", "B"]);
         assert_eq!(all.gone, ["C"]);
         let mapped = keys_of(
             &sync("  data: [{objectName: A, key: KEY_A}, {objectName: C, key: KEY_C}]\n"),
             response(&["A", "B"], &["C"]),
+            file_endpoint(),
         )
         .unwrap();
         assert_eq!(mapped.data.keys().collect::<Vec<_>>(), ["KEY_A"]);
@@ -268,7 +319,7 @@ mod tests {
 
     #[test]
     fn unusable_keys_and_unknown_objects_are_spec_errors() {
-        let nested = keys_of(&sync(""), response(&["dir/A"], &[]))
+        let nested = keys_of(&sync(""), response(&["dir/A"], &[]), file_endpoint())
             .err()
             .expect("an error");
         assert_eq!(nested.reason, "InvalidSpec");
@@ -276,6 +327,7 @@ mod tests {
         let unknown = keys_of(
             &sync("  data: [{objectName: NOPE, key: K}]\n"),
             response(&["A"], &[]),
+            file_endpoint(),
         )
         .err()
         .expect("an error");
@@ -283,6 +335,7 @@ mod tests {
         let twice = keys_of(
             &sync("  data: [{objectName: A, key: K}, {objectName: A, key: K}]\n"),
             response(&["A"], &[]),
+            file_endpoint(),
         )
         .err()
         .expect("an error");

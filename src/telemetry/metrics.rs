@@ -185,6 +185,7 @@ pub struct SyncMetrics {
     objects: Family<ReadyLabel, Gauge>,
     rollouts: Counter,
     writes: Family<KindLabel, Counter>,
+    throttled: Family<BackendLabel, Counter>,
     leader: Gauge,
 }
 
@@ -198,6 +199,7 @@ impl Default for SyncMetrics {
             objects: Family::default(),
             rollouts: Counter::default(),
             writes: Family::default(),
+            throttled: Family::default(),
             leader: Gauge::default(),
         }
     }
@@ -231,6 +233,11 @@ impl SyncMetrics {
             self.writes.clone(),
         );
         registry.register(
+            "backend_throttled",
+            "Throttle windows opened because a backend answered \"slow down\" (its SecretSyncs wait)",
+            self.throttled.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this replica holds the leader Lease",
             self.leader.clone(),
@@ -259,6 +266,13 @@ impl SyncMetrics {
     /// Records one write to the Kubernetes API.
     pub fn record_write(&self, kind: &'static str) {
         self.writes.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// Records a throttle window opened for a backend.
+    pub fn record_throttled(&self, backend: &'static str) {
+        self.throttled
+            .get_or_create(&BackendLabel { backend })
+            .inc();
     }
 
     pub fn set_leader(&self, leader: bool) {

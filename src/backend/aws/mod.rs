@@ -37,6 +37,7 @@ use crate::kubernetes::Kubernetes;
 use crate::pod_token::{Caller, LoginScope, TokenSource};
 use crate::request::MountRequest;
 use crate::response::MountResponse;
+use crate::telemetry::metrics::Metrics;
 use crate::transform;
 
 /// The value of `backend` that picks this backend (also its metric label).
@@ -196,6 +197,7 @@ pub struct AwsSource {
     max_parsed_answer: usize,
     /// Principals whose role may not call `BatchGetSecretValue`.
     batch_denied: moka::future::Cache<Principal, ()>,
+    metrics: Arc<Metrics>,
 }
 
 /// Reads secrets from AWS Secrets Manager and SSM Parameter Store.
@@ -254,6 +256,7 @@ impl AwsBackend {
                     .time_to_live(BATCH_DENIED_TTL)
                     .max_capacity(10_000)
                     .build(),
+                metrics: shared.metrics.clone(),
             },
             pipeline,
             objects: ObjectListCache::new(settings.max_objects),
@@ -883,12 +886,14 @@ impl AwsSource {
     ) -> Vec<Result<ReadValue, CallFailure>> {
         let result: RegionResult = match requests[0].object_type {
             ObjectType::SsmParameter => {
-                client::get_parameters(&regional.parameters, targets, deadline).await
+                let read = client::get_parameters(&regional.parameters, targets, deadline).await;
+                self.record(&read);
+                read
             }
             ObjectType::SecretsManager if requests.len() == 1 => {
-                client::get_secret(&regional.secrets, targets[0], deadline)
-                    .await
-                    .map(|value| vec![Ok(value)])
+                let read = client::get_secret(&regional.secrets, targets[0], deadline).await;
+                self.record(&read);
+                read.map(|value| vec![Ok(value)])
             }
             ObjectType::SecretsManager => {
                 self.read_secrets(regional, principal, targets, deadline)
@@ -921,7 +926,9 @@ impl AwsSource {
         deadline: Instant,
     ) -> RegionResult {
         if !self.batch_denied.contains_key(principal) {
-            match client::batch_get_secrets(&regional.secrets, targets, deadline).await {
+            let read = client::batch_get_secrets(&regional.secrets, targets, deadline).await;
+            self.record(&read);
+            match read {
                 Err(failure) if is_denied(&failure) => {
                     self.batch_denied.insert(principal.clone(), ()).await;
                 }
@@ -931,7 +938,24 @@ impl AwsSource {
         let each = targets
             .iter()
             .map(|target| client::get_secret(&regional.secrets, target, deadline));
-        Ok(futures_util::future::join_all(each).await)
+        let reads = futures_util::future::join_all(each).await;
+        reads.iter().for_each(|read| self.record(read));
+        Ok(reads)
+    }
+
+    /// Counts one read call (after its retries) in `openclaw_provider_backend_requests`.
+    fn record<T>(&self, result: &Result<T, CallFailure>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(failure) => match failure.class {
+                client::FailureClass::Throttled => "throttled",
+                client::FailureClass::Server => "5xx",
+                client::FailureClass::Unreachable => "unreachable",
+                client::FailureClass::Client => "4xx",
+            },
+        };
+        self.metrics
+            .record_backend_request(BACKEND_NAME, "read", outcome);
     }
 
     fn answer(&self, value: ReadValue) -> Loaded<AwsAnswer> {
@@ -991,5 +1015,13 @@ impl Backend for AwsBackend {
             .as_ref()
             .or(self.settings.default_region.as_ref());
         check_plan(&self.plan(request, &params, region.map(String::as_str))?)
+    }
+
+    fn endpoint(&self, request: &MountRequest) -> String {
+        AwsParams::parse(request)
+            .ok()
+            .and_then(|params| params.region)
+            .or_else(|| self.settings.default_region.clone())
+            .unwrap_or_default()
     }
 }

@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 use self::auth::{Identity, TokenCache};
 use self::client::{HttpLimits, VaultCall, VaultHttp};
 use self::params::{
-    AllowedAddresses, SecretRequest, TlsParams, VaultDefaults, VaultObject, VaultParams,
+    AllowedAddresses, HttpMethod, SecretRequest, TlsParams, VaultDefaults, VaultObject, VaultParams,
 };
 use super::fetch::{
     Answer, FetchPipeline, PipelineSettings, PlannedObject, RunOptions, Source, check_plan,
@@ -234,7 +234,12 @@ pub struct VaultSource {
     tokens: TokenCache,
     /// Most bytes one answer may take parsed.
     max_parsed_answer: usize,
+    /// KV v2 metadata paths an identity may not read (versions are then told by reading values).
+    metadata_denied: moka::future::Cache<(Identity, String), ()>,
 }
+
+/// How long a refused metadata read is remembered.
+const METADATA_DENIED_TTL: Duration = Duration::from_secs(600);
 
 /// How much larger than `--max-response-bytes` an answer may grow when parsed: enough for any secret's
 /// JSON, not for a body built to multiply (see [`transform::parse_json_answer`]).
@@ -294,6 +299,10 @@ impl VaultBackend {
                     .limits
                     .max_body
                     .saturating_mul(PARSED_ANSWER_PER_ANSWER_BYTE),
+                metadata_denied: moka::future::Cache::builder()
+                    .time_to_live(METADATA_DENIED_TTL)
+                    .max_capacity(10_000)
+                    .build(),
             },
             pipeline,
             objects: ObjectListCache::new(settings.max_objects),
@@ -371,9 +380,72 @@ impl Source for VaultSource {
     ) -> BoxFuture<'a, MountResult<Loaded<VaultData>>> {
         Box::pin(self.request_with_login(call, request, deadline))
     }
+
+    const PROBES: bool = true;
+
+    fn probe<'a>(
+        &'a self,
+        call: &'a VaultMount,
+        request: &'a SecretRequest,
+        previous: &'a str,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Option<String>> {
+        Box::pin(self.kv2_current_version(call, request, previous, deadline))
+    }
 }
 
 impl VaultSource {
+    /// KV v2's current version of a read, from its metadata (`<mount>/metadata/<key>`: versions, no
+    /// value), when the previous version was a KV v2 version number and the path names one `data/`
+    /// segment; a deleted or destroyed current version reads as changed. `None` (read the value) for
+    /// anything else, or when the role may not read metadata (remembered for a while, so a role
+    /// without it costs no extra request per poll).
+    async fn kv2_current_version(
+        &self,
+        call: &VaultMount,
+        secret: &SecretRequest,
+        previous: &str,
+        deadline: Instant,
+    ) -> Option<String> {
+        let is_number = !previous.is_empty() && previous.bytes().all(|b| b.is_ascii_digit());
+        if !is_number || secret.method != HttpMethod::Get || secret.query.is_some() {
+            return None;
+        }
+        let path = kv2_metadata_path(&secret.path)?;
+        let denied = (call.identity.clone(), path.clone());
+        if self.metadata_denied.contains_key(&denied) {
+            return None;
+        }
+        let params = &call.params;
+        let token = self
+            .tokens
+            .token(&self.http, params, &call.identity, &call.jwt, deadline)
+            .await
+            .ok()?;
+        let reply = self
+            .http
+            .send(
+                params,
+                VaultCall {
+                    method: HttpMethod::Get,
+                    path: &path,
+                    token: Some(&token.token),
+                    body: None,
+                    deadline,
+                },
+            )
+            .await
+            .ok()?;
+        if !reply.status.is_success() {
+            if reply.status.as_u16() == 403 {
+                self.metadata_denied.insert(denied, ()).await;
+            }
+            return None;
+        }
+        let answer = transform::parse_json_answer(&reply.body, self.max_parsed_answer).ok()?;
+        kv2_current(&answer.json)
+    }
+
     /// Sends the request with the identity's token; on 403 logs in once more and retries once.
     async fn request_with_login(
         &self,
@@ -443,6 +515,40 @@ impl VaultSource {
             });
         }
     }
+}
+
+/// `<mount>/metadata/<key>` for a KV v2 read `<mount>/data/<key>`; `None` unless the path holds
+/// exactly one `data` segment (otherwise the mount is not known from the path).
+fn kv2_metadata_path(path: &str) -> Option<String> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let data: Vec<usize> = (0..segments.len())
+        .filter(|&i| segments[i] == "data")
+        .collect();
+    match data.as_slice() {
+        [at] if *at > 0 && *at + 1 < segments.len() => {
+            let mut metadata = segments.clone();
+            metadata[*at] = "metadata";
+            Some(metadata.join("/"))
+        }
+        _ => None,
+    }
+}
+
+/// The current version of a KV v2 metadata answer, marked when that version is deleted or destroyed.
+fn kv2_current(json: &Value) -> Option<String> {
+    let data = json.get("data")?;
+    let current = data.get("current_version")?.as_u64()?;
+    let version = data.get("versions")?.get(current.to_string())?;
+    let deleted = version
+        .get("deletion_time")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.is_empty());
+    let destroyed = version.get("destroyed").and_then(Value::as_bool) == Some(true);
+    Some(if deleted || destroyed {
+        format!("{current}-deleted")
+    } else {
+        current.to_string()
+    })
 }
 
 /// The error for an answer that was not parsed.
@@ -544,12 +650,18 @@ impl Backend for VaultBackend {
         VaultParams::parse(request, &self.settings.defaults)?;
         check_plan(&self.plan(request)?)
     }
+
+    fn endpoint(&self, request: &MountRequest) -> String {
+        VaultParams::parse(request, &self.settings.defaults)
+            .map(|params| params.address)
+            .unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::vault::params::{HttpMethod, TlsParams};
+    use crate::backend::vault::params::TlsParams;
 
     #[test]
     fn kv2_answers_are_recognised_by_shape() {
@@ -599,5 +711,45 @@ mod tests {
                 .message
                 .contains("\"app\"")
         );
+    }
+
+    #[test]
+    fn kv2_versions_are_told_from_metadata() {
+        assert_eq!(
+            kv2_metadata_path("secret/data/openclaw").as_deref(),
+            Some("secret/metadata/openclaw")
+        );
+        assert_eq!(
+            kv2_metadata_path("team/kv/data/a/b").as_deref(),
+            Some("team/kv/metadata/a/b")
+        );
+        for unknown in [
+            "secret/data",
+            "data/x",
+            "kv/data/a/data/b",
+            "database/creds/x",
+        ] {
+            assert_eq!(kv2_metadata_path(unknown), None, "{unknown}");
+        }
+        let metadata = |deletion: &str, destroyed: bool| {
+            serde_json::json!({"data": {"current_version": 3, "versions": {
+                "2": {"deletion_time": "", "destroyed": false},
+                "3": {"deletion_time": deletion, "destroyed": destroyed}}}})
+        };
+        assert_eq!(kv2_current(&metadata("", false)).as_deref(), Some("3"));
+        assert_eq!(
+            kv2_current(&metadata("2026-12-01T00:00:00Z", false)).as_deref(),
+            Some("3-deleted")
+        );
+        assert_eq!(
+            kv2_current(&metadata("", true)).as_deref(),
+            Some("3-deleted")
+        );
+        // A KV v1 secret at a path that looks like metadata is no metadata answer.
+        assert_eq!(
+            kv2_current(&serde_json::json!({"data": {"current_version": 3}})),
+            None
+        );
+        assert_eq!(kv2_current(&serde_json::json!({"data": {"k": "v"}})), None);
     }
 }
