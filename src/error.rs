@@ -80,6 +80,8 @@ pub enum Reason {
     MissingServiceAccountToken,
     /// The pod token is not the pod's own service account's.
     ServiceAccountTokenMismatch,
+    /// The sync controller may not mint a token for this audience (`--sync-allowed-audiences`).
+    TokenAudienceNotAllowed,
     /// A pod-named TLS file outside `--tls-files-dir` (or without it).
     TlsFileNotAllowed,
     /// A TLS file inside `--tls-files-dir` that is not a small regular file.
@@ -150,7 +152,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for documentation and tests of the label set.
-    pub const ALL: [Reason; 61] = [
+    pub const ALL: [Reason; 62] = [
         Reason::InvalidAttributes,
         Reason::InvalidSecrets,
         Reason::InvalidServiceAccountTokens,
@@ -179,6 +181,7 @@ impl Reason {
         Reason::SecretKeyNotFound,
         Reason::MissingServiceAccountToken,
         Reason::ServiceAccountTokenMismatch,
+        Reason::TokenAudienceNotAllowed,
         Reason::TlsFileNotAllowed,
         Reason::TlsFileUnusable,
         Reason::InsecureTlsNotAllowed,
@@ -245,6 +248,7 @@ impl Reason {
             Self::SecretKeyNotFound => "SecretKeyNotFound",
             Self::MissingServiceAccountToken => "MissingServiceAccountToken",
             Self::ServiceAccountTokenMismatch => "ServiceAccountTokenMismatch",
+            Self::TokenAudienceNotAllowed => "TokenAudienceNotAllowed",
             Self::TlsFileNotAllowed => "TlsFileNotAllowed",
             Self::TlsFileUnusable => "TlsFileUnusable",
             Self::InsecureTlsNotAllowed => "InsecureTlsNotAllowed",

@@ -118,6 +118,9 @@ pub struct TokenSource {
     kubernetes: Option<Arc<Kubernetes>>,
     /// Mint tokens bound to no pod (the sync controller, whose requests name only a service account).
     unbound: bool,
+    /// The audiences unbound tokens may be minted for (the SecretProviderClass names the audience, and
+    /// its authors are not trusted with tokens for any audience, the API server's among them).
+    allowed_audiences: Arc<[String]>,
 }
 
 impl TokenSource {
@@ -126,24 +129,49 @@ impl TokenSource {
         Self {
             kubernetes: kubernetes.filter(|k| k.token_request_fallback),
             unbound: false,
+            allowed_audiences: Arc::new([]),
         }
     }
 
-    /// Always mints through `kubernetes`, tokens bound to no pod: for the sync controller, which fetches
-    /// as the service account a SecretSync names (in its own namespace) and has no driver tokens.
-    pub fn unbound(kubernetes: Arc<Kubernetes>) -> Self {
+    /// Always mints through `kubernetes`, tokens bound to no pod, for `allowed_audiences` only: for the
+    /// sync controller, which fetches as the service account a SecretSync names (in its own namespace)
+    /// and has no driver tokens.
+    pub fn unbound(kubernetes: Arc<Kubernetes>, allowed_audiences: Vec<String>) -> Self {
         Self {
             kubernetes: Some(kubernetes),
             unbound: true,
+            allowed_audiences: allowed_audiences.into(),
         }
     }
 
-    /// The pod's token for `audience` (see [`for_audience`] for the driver's).
+    /// The pod's token for `audience`, an audience the SecretProviderClass chose (see [`for_audience`]
+    /// for the driver's; a minted one must be in the sync controller's allowed audiences).
     pub async fn token(
         &self,
         request: &MountRequest,
         caller: &Caller,
         audience: &str,
+    ) -> MountResult<Zeroizing<String>> {
+        self.token_checked(request, caller, audience, true).await
+    }
+
+    /// The pod's token for an audience the backend's own code fixes (AWS STS, EKS Pod Identity),
+    /// which no SecretProviderClass can change.
+    pub async fn token_for_fixed_audience(
+        &self,
+        request: &MountRequest,
+        caller: &Caller,
+        audience: &'static str,
+    ) -> MountResult<Zeroizing<String>> {
+        self.token_checked(request, caller, audience, false).await
+    }
+
+    async fn token_checked(
+        &self,
+        request: &MountRequest,
+        caller: &Caller,
+        audience: &str,
+        chosen: bool,
     ) -> MountResult<Zeroizing<String>> {
         if request.tokens.for_audience(audience).is_some() {
             return for_audience(request, caller, audience).map(|t| Zeroizing::new(t.to_string()));
@@ -152,6 +180,18 @@ impl TokenSource {
             return Err(missing_token(request, audience));
         };
         let pod = &request.pod;
+        if self.unbound && chosen && !self.allowed_audiences.iter().any(|a| a == audience) {
+            let shown: String = audience.chars().take(128).collect();
+            return Err(MountError::new(
+                ErrorKind::PermissionDenied,
+                Reason::TokenAudienceNotAllowed,
+                format!(
+                    "the sync controller mints tokens only for the audiences of \
+                     --sync-allowed-audiences ({}), not {shown:?}",
+                    self.allowed_audiences.join(", ")
+                ),
+            ));
+        }
         if !self.unbound && (pod.name.is_empty() || pod.uid.is_empty()) {
             return Err(missing_pod_info(
                 "no pod name or uid, which a minted token is bound to",

@@ -53,6 +53,8 @@ pub struct MountResponse {
     /// `report_missing`, which skip them instead of failing; never sent to the driver). Absent optional
     /// objects are skipped without a trace.
     pub missing: Vec<String>,
+    /// The files of optional objects the backend does not have (never sent to the driver).
+    pub skipped: Vec<String>,
     /// The backend said every object is at the caller's previous version: no files were read (only
     /// for requests with `probe`; never sent to the driver).
     pub unchanged: bool,
@@ -271,6 +273,7 @@ mod tests {
     fn rejects_duplicates_clashes_modes_and_missing_versions() {
         let dup = MountResponse {
             missing: Vec::new(),
+            skipped: Vec::new(),
             unchanged: false,
             files: vec![file("a", 0o644, b"1"), file("a", 0o644, b"2")],
             versions: vec![version("x")],
@@ -281,6 +284,7 @@ mod tests {
         );
         let clash = MountResponse {
             missing: Vec::new(),
+            skipped: Vec::new(),
             unchanged: false,
             files: vec![file("a", 0o644, b"1"), file("a/b", 0o644, b"2")],
             versions: vec![version("x")],
@@ -291,6 +295,7 @@ mod tests {
         );
         let mode = MountResponse {
             missing: Vec::new(),
+            skipped: Vec::new(),
             unchanged: false,
             files: vec![file("a", 0o1000, b"1")],
             versions: vec![version("x")],
@@ -298,6 +303,7 @@ mod tests {
         assert_eq!(mode.validate().unwrap_err().reason, Reason::InvalidFileMode);
         let none = MountResponse {
             missing: Vec::new(),
+            skipped: Vec::new(),
             unchanged: false,
             files: vec![file("a", 0o644, b"1")],
             versions: vec![],
@@ -312,6 +318,7 @@ mod tests {
     fn size_limit_names_the_largest_objects() {
         let response = MountResponse {
             missing: Vec::new(),
+            skipped: Vec::new(),
             unchanged: false,
             files: vec![
                 file("small", 0o644, &[0; 10]),
@@ -331,6 +338,7 @@ mod tests {
     fn converts_to_the_wire_message() {
         let response = MountResponse {
             missing: Vec::new(),
+            skipped: Vec::new(),
             unchanged: false,
             files: vec![file("dir/key", 0o440, b"value")],
             versions: vec![version("file/dir/key")],

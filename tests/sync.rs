@@ -335,8 +335,9 @@ async fn the_seed_flow_creates_rotates_and_rolls_once() {
     assert!(
         controller.metric("openclaw_sync_reconcile_total{result=\"unchanged\"}") >= unchanged + 2.0
     );
-    // The policy grants no metadata read: refused once, remembered, values read instead.
-    assert!(world.bao().count("read", "secret/metadata/openclaw") <= 1);
+    // The policy grants no metadata read: refused (once more after a new login), remembered, values
+    // read instead.
+    assert!(world.bao().count("read", "secret/metadata/openclaw") <= 2);
 
     // A rotated key reaches the Secret after a poll; the workloads are rolled once, after the debounce.
     let generations = (
@@ -517,6 +518,76 @@ async fn polls_compare_versions_before_reading_values() {
         || world.data("keys") == Some(expected_keys(ROTATED_KEY)),
     )
     .await;
+    // An edit of the SecretProviderClass (another key of the same secret, at the same version) is
+    // read at the next poll, not hidden by the unchanged version (once the sync has settled again).
+    wait_for("settled", Duration::from_secs(15), &[&controller], || {
+        let status = world.status("keys");
+        status["rolledOutHash"] == status["syncedHash"]
+    })
+    .await;
+    let data_reads = bao.count("read", "secret/data/openclaw");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(bao.count("read", "secret/data/openclaw"), data_reads);
+    world.add_class(
+        "openclaw-vault",
+        &VAULT_OBJECTS.replace("secretKey: ANTHROPIC_API_KEY", "secretKey: OPENAI_API_KEY"),
+    );
+    let mut remapped = expected_keys(ROTATED_KEY);
+    remapped.insert("ANTHROPIC_API_KEY".into(), openbao::OPENAI_KEY.into());
+    wait_for(
+        "the edited SecretProviderClass",
+        Duration::from_secs(15),
+        &[&controller],
+        || world.data("keys") == Some(remapped.clone()),
+    )
+    .await;
+}
+
+/// The target is checked again right before the write, and the write is conditional on it: a Secret
+/// someone else creates while a (slow) fetch runs is not taken over.
+#[tokio::test]
+async fn a_secret_created_during_a_fetch_is_not_taken_over() {
+    let world = World::start().await;
+    let hostile = support::hostile_vault::HostileVault::start("3600").await;
+    world.kube.put(
+        "apis/secrets-store.csi.x-k8s.io/v1",
+        "secretproviderclasses",
+        NS,
+        json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+               "metadata": {"name": "slow", "namespace": NS},
+               "spec": {"provider": "openclaw", "parameters": {
+                   "backend": "vault", "roleName": "openclaw", "vaultAuthMountPath": "jwt",
+                   "vaultAddress": hostile.address,
+                   "objects": "- {objectName: USER, secretPath: database/creds/app, secretKey: username}\n"}}}),
+    );
+    world.add_sync("late", json!({"secretProviderClassName": "slow"}));
+    let controller = world.controller("sync-a", &["--vault-allowed-addresses", &hostile.address]);
+    wait_for(
+        "the slow read",
+        Duration::from_secs(30),
+        &[&controller],
+        || hostile.requests("database/creds/app") > 0,
+    )
+    .await;
+    let theirs = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "late", "namespace": NS, "labels": {"app": "theirs"}},
+        "data": {"USER": "dGhlaXJz"}});
+    world.kube.put("api/v1", "secrets", NS, theirs);
+    let before = world.secret("late").unwrap();
+    wait_for(
+        "the refusal",
+        Duration::from_secs(30),
+        &[&controller],
+        || world.ready("late") == ("False".into(), "TargetOwnedElsewhere".into()),
+    )
+    .await;
+    assert_eq!(world.secret("late").unwrap(), before);
+    assert_eq!(
+        world
+            .kube
+            .count("PATCH /api/v1/namespaces/openclaw/secrets/late"),
+        0
+    );
 }
 
 /// A throttling endpoint holds its own SecretSyncs only: once it answers "slow down", none of its
@@ -1004,7 +1075,8 @@ async fn an_expired_watch_lists_again_and_misses_nothing() {
 
 /// SecretSyncs as a hostile namespace user writes them (the fake API server checks no schema, as an
 /// out-of-date CRD would not): names that would change API paths, a SecretProviderClass of another
-/// provider or one that smuggles kubelet's token attribute. Each is refused with InvalidSpec (or
+/// provider, one that smuggles kubelet's token attribute, or one asking for a token of the API server's
+/// audience. Each is refused with InvalidSpec (or
 /// fetches as the named account only), and nothing is minted or written for the refused ones.
 #[tokio::test]
 async fn hostile_secret_syncs_are_refused_without_side_effects() {
@@ -1061,6 +1133,22 @@ async fn hostile_secret_syncs_are_refused_without_side_effects() {
         "smuggled",
         json!({"secretProviderClassName": "smuggler", "serviceAccountName": "nobody"}),
     );
+    // A token for the API server's audience would be the account's API credential.
+    world.kube.put(
+        "apis/secrets-store.csi.x-k8s.io/v1",
+        "secretproviderclasses",
+        NS,
+        json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+               "metadata": {"name": "api-audience", "namespace": NS},
+               "spec": {"provider": "openclaw", "parameters": {
+                   "backend": "vault", "roleName": "openclaw", "vaultAuthMountPath": "jwt",
+                   "audience": "https://kubernetes.default.svc.cluster.local",
+                   "objects": VAULT_OBJECTS}}}),
+    );
+    world.add_sync(
+        "api-token",
+        json!({"secretProviderClassName": "api-audience"}),
+    );
     let controller = world.controller("sync-a", &[]);
     wait_for(
         "every refusal",
@@ -1071,6 +1159,7 @@ async fn hostile_secret_syncs_are_refused_without_side_effects() {
                 .iter()
                 .all(|(name, _)| world.ready(name) == ("False".into(), "InvalidSpec".into()))
                 && world.ready("smuggled").0 == "False"
+                && world.ready("api-token") == ("False".into(), "AudienceNotAllowed".into())
         },
     )
     .await;

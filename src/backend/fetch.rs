@@ -212,6 +212,7 @@ impl ResponseBuilder {
                 files: Vec::with_capacity(capacity),
                 versions: Vec::with_capacity(capacity),
                 missing: Vec::new(),
+                skipped: Vec::new(),
                 unchanged: false,
             },
             versions,
@@ -238,11 +239,13 @@ impl ResponseBuilder {
         });
     }
 
-    /// Skips the file of an object the backend does not have; lists it when `reported` (a required
-    /// object of a request with `report_missing`).
+    /// Skips the file of an object the backend does not have: listed in `missing` when `reported` (a
+    /// required object of a request with `report_missing`), otherwise in `skipped`.
     pub fn missing(&mut self, path: String, reported: bool) {
         if reported {
             self.response.missing.push(path);
+        } else {
+            self.response.skipped.push(path);
         }
     }
 

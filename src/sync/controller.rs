@@ -36,6 +36,8 @@ pub const FORCE_SYNC_ANNOTATION: &str = "force-sync";
 const MAX_START_SPREAD: Duration = Duration::from_secs(300);
 /// Longest error backoff.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// The shortest time between two runs of one SecretSync that changes start (edits, its Secret's).
+const EVENT_GAP: Duration = Duration::from_secs(1);
 /// How soon a SecretSync whose Secret another one is writing is tried again.
 const TARGET_BUSY_RETRY: Duration = Duration::from_millis(250);
 /// How long in-flight reconciles get to finish on shutdown.
@@ -61,6 +63,7 @@ struct Entry {
     written_version: Option<String>,
     /// Where it reads from (known after its first fetch).
     backend: Option<Endpoint>,
+    last_started: Option<Instant>,
 }
 
 impl Entry {
@@ -88,6 +91,15 @@ impl Entry {
 struct Throttle {
     until: Option<Instant>,
     level: u32,
+}
+
+/// Why a SecretSync runs before it is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// Its spec or its force-sync annotation changed (its backoff starts over).
+    Edit,
+    /// Its Secret changed or went (drift).
+    Secret,
 }
 
 /// Whether a watch has listed once (reconciles may start) and works now (readiness).
@@ -233,6 +245,7 @@ impl Controller {
                 continue;
             };
             entry.running = true;
+            entry.last_started = Some(now);
             self.running += 1;
             let input = Input {
                 sync: entry.sync.clone(),
@@ -298,6 +311,7 @@ impl Controller {
                     ready: None,
                     written_version: None,
                     backend: None,
+                    last_started: None,
                 },
             );
             if let Some(at) = first {
@@ -313,7 +327,7 @@ impl Controller {
         if spec_changed || forced {
             entry.failures = 0;
             entry.last_warning = None;
-            self.run_now(&key);
+            self.run_soon(&key, Cause::Edit);
         }
     }
 
@@ -330,7 +344,7 @@ impl Controller {
             Change::Listed(all) => {
                 self.secrets = all
                     .into_iter()
-                    .filter_map(|s| Some((secret_key(&s.metadata)?, Arc::new(s.metadata))))
+                    .filter_map(|s| Some((secret_key(&s.metadata)?, Arc::new(kept(s.metadata)))))
                     .collect();
                 let drifted: Vec<Key> = self
                     .entries
@@ -342,7 +356,7 @@ impl Controller {
                     })
                     .map(|(k, _)| k.clone())
                     .collect();
-                drifted.iter().for_each(|k| self.run_now(k));
+                drifted.iter().for_each(|k| self.run_soon(k, Cause::Secret));
             }
             Change::Applied(secret) => {
                 let Some(key) = secret_key(&secret.metadata) else {
@@ -350,10 +364,10 @@ impl Controller {
                 };
                 let version = secret.metadata.resource_version.clone();
                 self.secrets
-                    .insert(key.clone(), Arc::new(secret.metadata.clone()));
+                    .insert(key.clone(), Arc::new(kept(secret.metadata.clone())));
                 for writer in self.writers_of(&key, &secret.metadata) {
                     if self.entries[&writer].known_version() != version.as_deref() {
-                        self.run_now(&writer);
+                        self.run_soon(&writer, Cause::Secret);
                     }
                 }
             }
@@ -363,7 +377,7 @@ impl Controller {
                 };
                 self.secrets.remove(&key);
                 for writer in self.writers_of(&key, &secret.metadata) {
-                    self.run_now(&writer);
+                    self.run_soon(&writer, Cause::Secret);
                 }
             }
             Change::Interrupted | Change::Resumed => {}
@@ -428,14 +442,17 @@ impl Controller {
         let Some(entry) = self.entries.get_mut(&key) else {
             return;
         };
-        let at = if std::mem::take(&mut entry.again) {
-            Some(now)
+        let failed = matches!(outcome.next, Next::Backoff | Next::Throttled);
+        let at = if std::mem::take(&mut entry.again) && !failed {
+            Some(entry.last_started.map_or(now, |s| (s + EVENT_GAP).max(now)))
         } else {
             match outcome.next {
                 Next::Throttled => {
+                    entry.failures = entry.failures.saturating_add(1);
+                    let own = now + backoff(entry.failures);
                     let endpoint = entry.backend.clone();
-                    let until = endpoint.and_then(|b| self.throttled_until(&b, now));
-                    Some(until.unwrap_or(now))
+                    let window = endpoint.and_then(|b| self.throttled_until(&b, now));
+                    Some(window.map_or(own, |until| until.max(own)))
                 }
                 Next::Backoff => {
                     entry.failures = entry.failures.saturating_add(1);
@@ -464,6 +481,9 @@ impl Controller {
     /// together open one window, not one each).
     fn throttle(&mut self, endpoint: Endpoint, now: Instant) {
         let backend = endpoint.backend;
+        // Windows long closed are forgotten (their level with them).
+        self.throttles
+            .retain(|_, t| t.until.is_some_and(|until| until + MAX_BACKOFF > now));
         let throttle = self.throttles.entry(endpoint).or_default();
         if throttle.until.is_some_and(|until| until > now) {
             return;
@@ -529,14 +549,24 @@ impl Controller {
         at
     }
 
-    fn run_now(&mut self, key: &Key) {
+    /// Runs the SecretSync soon because something changed: at once, but at most once per
+    /// [`EVENT_GAP`]; a change to its Secret (`Cause::Secret`) leaves a failing SecretSync to its
+    /// backoff, so other writers' edits cannot make it retry faster.
+    fn run_soon(&mut self, key: &Key, cause: Cause) {
         let Some(entry) = self.entries.get_mut(key) else {
             return;
         };
+        if cause == Cause::Secret && entry.failures > 0 {
+            return;
+        }
+        let now = Instant::now();
+        let at = entry
+            .last_started
+            .map_or(now, |started| (started + EVENT_GAP).max(now));
         if entry.running {
             entry.again = true;
-        } else {
-            self.schedule(key, Instant::now());
+        } else if entry.slot.is_none_or(|(due, _)| due > at) {
+            self.schedule(key, at);
         }
     }
 
@@ -585,6 +615,33 @@ fn key_of(sync: &SecretSync) -> Key {
         sync.metadata.namespace.clone().unwrap_or_default(),
         sync.metadata.name.clone().unwrap_or_default(),
     )
+}
+
+/// What is kept of a watched Secret's metadata: what the ownership check and drift need. Not its
+/// annotations (`kubectl apply`'s last-applied-configuration holds the data), other labels or
+/// managedFields, which anyone labelling a Secret could make large.
+fn kept(meta: ObjectMeta) -> ObjectMeta {
+    let labels = meta.labels.map(|labels| {
+        labels
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("openclaw.io/"))
+            .collect()
+    });
+    let owners = meta.owner_references.map(|owners| {
+        owners
+            .into_iter()
+            .filter(|o| o.controller == Some(true))
+            .collect()
+    });
+    ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        labels,
+        owner_references: owners,
+        ..Default::default()
+    }
 }
 
 fn secret_key(meta: &ObjectMeta) -> Option<Key> {

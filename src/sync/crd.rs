@@ -17,6 +17,11 @@ use serde::{Deserialize, Serialize};
 /// A DNS-1123 subdomain: what Kubernetes object names must be.
 pub const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
+/// Most `spec.data` entries.
+pub const MAX_DATA: usize = 1000;
+/// Most rollout targets.
+pub const MAX_ROLLOUT_TARGETS: usize = 100;
+
 /// The API group of the controller's resources.
 pub const GROUP: &str = "openclaw.io";
 
@@ -75,7 +80,7 @@ pub struct SecretSyncSpec {
     pub target: Option<SecretSyncTarget>,
     /// Which mounted files become which keys; default: every file, under its own name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 1000))]
+    #[schemars(length(max = MAX_DATA))]
     pub data: Vec<SecretSyncData>,
     /// What to restart when the Secret's data changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,7 +145,7 @@ pub struct SecretSyncData {
 #[serde(rename_all = "camelCase")]
 pub struct SecretSyncRollout {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 100))]
+    #[schemars(length(max = MAX_ROLLOUT_TARGETS))]
     pub targets: Vec<RolloutTarget>,
 }
 
@@ -171,8 +176,12 @@ pub struct SecretSyncStatus {
     /// The backend's versions of the synced objects.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub object_versions: Vec<SyncedObjectVersion>,
-    /// Keyed HMAC of the written data (`v1:` + HMAC-SHA256 under the controller's key), to skip writes
-    /// when nothing changed.
+    /// The SecretProviderClass (`<uid>/<generation>`) the last sync read: while it is the same, a poll
+    /// may compare versions before reading values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_class_version: Option<String>,
+    /// Keyed HMAC of the written data (`v1:<key id>:` + HMAC-SHA256 under the controller's key), to
+    /// skip writes when nothing changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synced_hash: Option<String>,
     /// The `syncedHash` the rollout targets were last restarted for; differing from `syncedHash`, a

@@ -88,6 +88,16 @@ pub struct SyncConfig {
     /// Longest one SecretSync's fetch may take, in seconds.
     #[arg(long, env = "OPENCLAW_MOUNT_TIMEOUT", default_value_t = 60)]
     pub mount_timeout: u64,
+    /// Audiences a SecretProviderClass may have the controller mint service-account tokens for (its
+    /// `audience` parameter): the Vault backend's defaults, plus any your SecretProviderClasses set.
+    /// The AWS backend's audiences are fixed by the provider and need no entry.
+    #[arg(
+        long,
+        env = "OPENCLAW_SYNC_ALLOWED_AUDIENCES",
+        value_delimiter = ',',
+        default_value = "vault,openbao"
+    )]
+    pub sync_allowed_audiences: Vec<String>,
     /// Most objects one SecretProviderClass may list.
     #[arg(long, env = "OPENCLAW_MAX_OBJECTS", default_value_t = DEFAULT_MAX_OBJECTS)]
     pub max_objects: usize,
@@ -156,7 +166,7 @@ pub async fn run(
         max_objects: config.max_objects,
         max_response_bytes: config.max_response_bytes,
         kubernetes: kubernetes.clone(),
-        tokens: TokenSource::unbound(kubernetes.clone()),
+        tokens: TokenSource::unbound(kubernetes.clone(), allowed_audiences(&config)),
     };
     let backends = backend::build(&config.backends, &shared)?;
     let (stop_tx, stop) = flag::channel(false);
@@ -200,6 +210,10 @@ pub async fn run(
             debounce: Duration::from_secs(config.rollout_debounce),
             min_interval: Duration::from_secs(config.min_refresh_interval),
             instance: elector.holder().to_string(),
+            key_secret: key_secret
+                .as_deref()
+                .and_then(|s| s.split_once('/'))
+                .map(|(ns, name)| (ns.to_string(), name.to_string())),
         },
     });
     let feeds = start_watches(&client, config.namespace.as_deref());
@@ -216,6 +230,15 @@ pub async fn run(
         elector.release().await;
     }
     result
+}
+
+fn allowed_audiences(config: &SyncConfig) -> Vec<String> {
+    config
+        .sync_allowed_audiences
+        .iter()
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect()
 }
 
 /// The Secret holding the key: `--hmac-key-secret`; without it and `--hmac-key-file`, one the

@@ -9,7 +9,9 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use super::crd::{CreationPolicy, DeletionPolicy, SecretSync, SecretSyncStatus};
+use super::crd::{
+    CreationPolicy, DeletionPolicy, MAX_DATA, MAX_ROLLOUT_TARGETS, SecretSync, SecretSyncStatus,
+};
 use super::source::Endpoint;
 use super::{report, rollout, source, target};
 use crate::backend::Backends;
@@ -39,6 +41,8 @@ pub struct Settings {
     pub min_interval: Duration,
     /// This replica's name, in events.
     pub instance: String,
+    /// The Secret holding the hash key (namespace, name), which no SecretSync may write.
+    pub key_secret: Option<(String, String)>,
 }
 
 impl Context {
@@ -129,6 +133,7 @@ impl Failure {
         let (reason, retry) = match (error.reason, error.kind) {
             (Reason::BackendThrottled, _) => ("BackendThrottled", Retry::Backoff),
             (Reason::KubernetesObjectNotFound, _) => ("ServiceAccountNotFound", Retry::Poll),
+            (Reason::TokenAudienceNotAllowed, _) => ("AudienceNotAllowed", Retry::Poll),
             (
                 Reason::ResponseTooLarge
                 | Reason::AnswersTooLarge
@@ -220,6 +225,12 @@ async fn sync_once(ctx: &Context, input: &Input) -> Result<Outcome, Failure> {
     let policy = spec.creation_policy();
     let target_name = spec.target_name(name);
     check_spec(sync, target_name)?;
+    if ctx.settings.key_secret.as_ref() == Some(&(namespace.to_string(), target_name.to_string())) {
+        return Err(Failure::spec(
+            "TargetOwnedElsewhere",
+            format!("Secret {target_name} holds the sync controller's hash key"),
+        ));
+    }
     let existing = match policy {
         CreationPolicy::None => None,
         _ => target::existing(ctx, namespace, target_name, input.secret.clone()).await?,
@@ -231,12 +242,11 @@ async fn sync_once(ctx: &Context, input: &Input) -> Result<Outcome, Failure> {
     // A spec edit (policy, target, keys) is applied even when the data is the same.
     let respec = old.observed_generation != sync.metadata.generation;
     let settled = !input.force && !drifted && !respec && is_settled(&old);
-    let previous = if settled {
-        &old.object_versions[..]
-    } else {
-        &[]
-    };
-    let fetched = source::fetch(ctx, sync, input.force, previous).await?;
+    let synced = settled.then(|| source::Synced {
+        versions: &old.object_versions,
+        provider_class_version: old.provider_class_version.as_deref(),
+    });
+    let fetched = source::fetch(ctx, sync, input.force, synced).await?;
     let backend = fetched.backend.clone();
     if fetched.unchanged {
         // The backend's versions are the synced ones: nothing was read, nothing is written.
@@ -252,6 +262,7 @@ async fn sync_once(ctx: &Context, input: &Input) -> Result<Outcome, Failure> {
     }
     let mut status = old.clone();
     status.object_versions = fetched.versions;
+    status.provider_class_version = Some(fetched.provider_class_version.clone());
     status.observed_generation = sync.metadata.generation;
     if !fetched.gone.is_empty() {
         match spec.deletion_policy() {
@@ -283,10 +294,16 @@ async fn sync_once(ctx: &Context, input: &Input) -> Result<Outcome, Failure> {
     let mut result = if changed { "synced" } else { "unchanged" };
     let mut written_version = None;
     if policy != CreationPolicy::None && (changed || drifted || respec) {
-        let version = target::apply(ctx, sync, policy, target_name, &data).await?;
+        // Checked again just before the write, which is conditional on what was checked: the fetch
+        // may have taken long, and the Secret may have changed hands meanwhile.
+        let fresh = target::existing(ctx, namespace, target_name, None).await?;
+        target::check_ownership(policy, fresh.as_ref(), sync, target_name)?;
+        let checked = fresh.as_ref().and_then(|m| m.resource_version.as_deref());
+        let version = target::apply(ctx, sync, policy, target_name, &data, checked).await?;
         result = "synced";
         let why = match change {
-            Change::None if respec => "the SecretSync changed",
+            Change::First => Change::First.describe(),
+            _ if respec => "the SecretSync changed",
             Change::None => "the Secret was changed or deleted outside the controller",
             other => other.describe(),
         };
@@ -302,7 +319,9 @@ async fn sync_once(ctx: &Context, input: &Input) -> Result<Outcome, Failure> {
     }
     if changed {
         status.synced_hash = Some(hash.clone());
-        status.last_sync_time = Some(Time(Timestamp::now()));
+        if change != Change::Rekeyed {
+            status.last_sync_time = Some(Time(Timestamp::now()));
+        }
     }
     // Only new data restarts workloads: not the first write, not a status-only sync, not a new key.
     let rolled_out = old.rolled_out_hash == old.synced_hash;
@@ -390,6 +409,30 @@ fn check_spec(sync: &SecretSync, target_name: &str) -> Result<(), Failure> {
             return Err(Failure::spec(
                 "InvalidSpec",
                 format!("{field} {shown:?} is not a Kubernetes object name"),
+            ));
+        }
+    }
+    // The SecretSync's name becomes the value of the label `openclaw.io/sync` on its Secret.
+    let name = sync.metadata.name.as_deref().unwrap_or_default();
+    if name.len() > 63 {
+        return Err(Failure::spec(
+            "InvalidSpec",
+            "a SecretSync's name must be at most 63 characters: it is the value of the label openclaw.io/sync",
+        ));
+    }
+    let listed = [
+        ("spec.data", spec.data.len(), MAX_DATA),
+        (
+            "spec.rollout.targets",
+            spec.rollout.as_ref().map_or(0, |r| r.targets.len()),
+            MAX_ROLLOUT_TARGETS,
+        ),
+    ];
+    for (field, count, most) in listed {
+        if count > most {
+            return Err(Failure::spec(
+                "InvalidSpec",
+                format!("{field} lists {count} entries; at most {most}"),
             ));
         }
     }
@@ -500,13 +543,20 @@ async fn deleted(
 ) -> Result<Outcome, Failure> {
     let sync = &input.sync;
     let old = sync.status.clone().unwrap_or_default();
-    let message = format!(
+    let mut message = format!(
         "the backend no longer has the objects of keys {}: Secret {target_name} deleted (deletionPolicy Delete)",
         gone.keys.join(", ")
     );
     if let Some(existing) = existing {
-        target::delete(ctx, sync, target_name, &existing).await?;
-        report::event(ctx, sync, report::NORMAL, "Deleted", &message).await;
+        if target::delete(ctx, sync, target_name, &existing).await? {
+            report::event(ctx, sync, report::NORMAL, "Deleted", &message).await;
+        } else {
+            message = format!(
+                "the backend no longer has the objects of keys {}: Secret {target_name} was not \
+                 written by this SecretSync and is left alone",
+                gone.keys.join(", ")
+            );
+        }
     }
     status.synced_hash = None;
     status.rolled_out_hash = None;
@@ -543,7 +593,8 @@ async fn failed(ctx: &Context, input: &Input, failure: Failure) -> Outcome {
     );
     let old = sync.status.clone().unwrap_or_default();
     let mut status = old.clone();
-    status.observed_generation = sync.metadata.generation;
+    // observedGeneration stays at the last synced spec, so an edit that failed is applied once it
+    // works (the condition carries the generation it judged).
     status.conditions = report::ready(
         false,
         failure.reason,

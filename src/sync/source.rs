@@ -19,12 +19,14 @@ use crate::request::{FetchOptions, KUBELET_PREFIX, MountRequest, PodIdentity, Pr
 /// The `provider` a SecretProviderClass must name for the controller to use it.
 pub const PROVIDER: &str = "openclaw";
 
-/// Where a SecretSync's reads go: the backend and its endpoint ([`crate::backend::Backend::endpoint`]).
-/// A throttling endpoint holds only the SecretSyncs that read from it.
+/// Where a SecretSync's reads go, and for whom: the backend, its endpoint
+/// ([`crate::backend::Backend::endpoint`]) and the namespace. A throttling endpoint holds only the
+/// SecretSyncs of that namespace that read from it (a tenant using up its own quota holds no other).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     pub backend: &'static str,
     pub address: String,
+    pub namespace: String,
 }
 
 /// What the backend holds for one SecretSync, as Secret keys.
@@ -37,20 +39,36 @@ pub struct Fetched {
     pub backend: Endpoint,
     /// The backend's versions were the previous ones: nothing was read (`data` is empty).
     pub unchanged: bool,
+    /// The SecretProviderClass read (`<uid>/<generation>`).
+    pub provider_class_version: String,
 }
 
-/// Fetches the SecretSync's objects (`fresh`: past the value cache). With the `previous` versions of
-/// the last sync, a backend that can tell versions without values is asked for those first, and
-/// nothing is read when all are the same ([`Fetched::unchanged`]).
+/// What the last sync read, when a poll may settle for versions: its object versions and the
+/// SecretProviderClass version they came from.
+pub struct Synced<'a> {
+    pub versions: &'a [SyncedObjectVersion],
+    pub provider_class_version: Option<&'a str>,
+}
+
+/// Fetches the SecretSync's objects (`fresh`: past the value cache). With what the last sync read
+/// (`synced`), and the SecretProviderClass unchanged since, a backend that can tell versions without
+/// values is asked for those first, and nothing is read when all are the same
+/// ([`Fetched::unchanged`]).
 pub async fn fetch(
     ctx: &Context,
     sync: &SecretSync,
     fresh: bool,
-    previous: &[SyncedObjectVersion],
+    synced: Option<Synced<'_>>,
 ) -> Result<Fetched, Failure> {
     let namespace = sync.metadata.namespace.as_deref().unwrap_or_default();
-    let parameters =
+    let (parameters, class_version) =
         provider_class_parameters(ctx, namespace, &sync.spec.secret_provider_class_name).await?;
+    let previous = match synced {
+        Some(synced) if synced.provider_class_version == Some(class_version.as_str()) => {
+            synced.versions
+        }
+        _ => &[],
+    };
     let request = MountRequest {
         parameters,
         pod: PodIdentity {
@@ -78,6 +96,7 @@ pub async fn fetch(
     let name = Endpoint {
         backend: backend.name(),
         address: backend.endpoint(&request),
+        namespace: namespace.to_string(),
     };
     let response = mount(backend, &request, ctx.settings.mount_timeout)
         .await
@@ -90,9 +109,12 @@ pub async fn fetch(
             versions: Vec::new(),
             backend: name,
             unchanged: true,
+            provider_class_version: class_version,
         });
     }
-    keys_of(sync, response, name)
+    let mut fetched = keys_of(sync, response, name)?;
+    fetched.provider_class_version = class_version;
+    Ok(fetched)
 }
 
 async fn mount(
@@ -114,12 +136,13 @@ async fn mount(
         })?
 }
 
-/// The SecretProviderClass's `parameters`, after checking it is this provider's.
+/// The SecretProviderClass's `parameters`, after checking it is this provider's, and its version
+/// (`<uid>/<generation>`: any edit of its parameters moves it).
 async fn provider_class_parameters(
     ctx: &Context,
     namespace: &str,
     name: &str,
-) -> Result<BTreeMap<String, String>, Failure> {
+) -> Result<(BTreeMap<String, String>, String), Failure> {
     let gvk = GroupVersionKind::gvk("secrets-store.csi.x-k8s.io", "v1", "SecretProviderClass");
     let resource = ApiResource::from_gvk_with_plural(&gvk, "secretproviderclasses");
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
@@ -162,7 +185,12 @@ async fn provider_class_parameters(
             }
         }
     }
-    Ok(parameters)
+    let version = format!(
+        "{}/{}",
+        class.metadata.uid.as_deref().unwrap_or_default(),
+        class.metadata.generation.unwrap_or_default()
+    );
+    Ok((parameters, version))
 }
 
 /// The mounted files as Secret keys: `spec.data`'s mapping, or every file under its own name.
@@ -180,6 +208,7 @@ fn keys_of(
         })
         .collect();
     let missing: BTreeSet<&str> = response.missing.iter().map(String::as_str).collect();
+    let skipped: BTreeSet<&str> = response.skipped.iter().map(String::as_str).collect();
     let mut files: BTreeMap<&str, &Zeroizing<Vec<u8>>> = response
         .files
         .iter()
@@ -224,6 +253,8 @@ fn keys_of(
                 None if missing.contains(entry.object_name.as_str()) => {
                     gone.push(entry.key.clone());
                 }
+                // An optional object the backend does not have: no key, and nothing is gone.
+                None if skipped.contains(entry.object_name.as_str()) => {}
                 None => {
                     let shown: String = entry.object_name.chars().take(256).collect();
                     let mounted: Vec<&str> = files.keys().copied().take(20).collect();
@@ -245,6 +276,7 @@ fn keys_of(
         versions,
         backend,
         unchanged: false,
+        provider_class_version: String::new(),
     })
 }
 
@@ -276,6 +308,7 @@ mod tests {
         Endpoint {
             backend: "file",
             address: String::new(),
+            namespace: "n".into(),
         }
     }
 
@@ -297,6 +330,7 @@ mod tests {
                 })
                 .collect(),
             missing: missing.iter().map(|p| p.to_string()).collect(),
+            skipped: Vec::new(),
             unchanged: false,
         }
     }

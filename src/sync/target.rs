@@ -103,13 +103,15 @@ pub fn check_ownership(
     Ok(())
 }
 
-/// Server-side-applies the SecretSync's keys; returns the Secret's `resourceVersion` afterwards.
+/// Server-side-applies the SecretSync's keys, only onto the Secret at `checked` (the `resourceVersion`
+/// whose ownership was checked; `None`: it did not exist); returns its `resourceVersion` afterwards.
 pub async fn apply(
     ctx: &Context,
     sync: &SecretSync,
     policy: CreationPolicy,
     target_name: &str,
     data: &BTreeMap<String, Zeroizing<Vec<u8>>>,
+    checked: Option<&str>,
 ) -> Result<String, Failure> {
     let name = sync.metadata.name.as_deref().unwrap_or_default();
     let namespace = sync.metadata.namespace.as_deref().unwrap_or_default();
@@ -133,6 +135,9 @@ pub async fn apply(
     if policy != CreationPolicy::Merge {
         secret["type"] = json!("Opaque");
     }
+    if let Some(version) = checked {
+        secret["metadata"]["resourceVersion"] = json!(version);
+    }
     if policy == CreationPolicy::Owner {
         secret["metadata"]["ownerReferences"] = json!([{
             "apiVersion": "openclaw.io/v1alpha1",
@@ -149,19 +154,23 @@ pub async fn apply(
         .patch(target_name, &params, &Patch::Apply(&secret))
         .await
         .map_err(|e| write_failure(&e));
-    // The request body held the values: wipe the copy this code owns.
+    // The request body held the values: wipe the copy this code owns, and the answer's.
     wipe(&mut secret);
-    let written = written?;
+    let mut written = written?;
+    for value in written.data.iter_mut().flat_map(|d| d.values_mut()) {
+        zeroize::Zeroize::zeroize(&mut value.0);
+    }
     ctx.wrote("secret");
     Ok(written.metadata.resource_version.unwrap_or_default())
 }
 
-/// A refused write: the API server or an admission policy found the Secret invalid (its type is
-/// immutable, a policy forbids it), which retrying cannot change; other failures back off.
+/// A refused write: the API server or an admission policy refused it (an immutable type, a policy's
+/// denial, missing RBAC), which retrying cannot change; other failures (409 after a change, 5xx)
+/// back off.
 fn write_failure(error: &kube::Error) -> Failure {
     let failure = Failure::api("writing the Secret", error);
     match error {
-        kube::Error::Api(status) if matches!(status.code, 400 | 422) => Failure {
+        kube::Error::Api(status) if matches!(status.code, 400 | 403 | 422) => Failure {
             reason: "WriteRefused",
             retry: super::reconcile::Retry::Poll,
             ..failure
@@ -183,13 +192,19 @@ fn wipe(value: &mut serde_json::Value) {
     }
 }
 
-/// Deletes the controller's Secret (`deletionPolicy: Delete`), only the one whose uid was checked.
+/// Deletes the controller's Secret (`deletionPolicy: Delete`): only one this SecretSync wrote (its
+/// label names it), only the one whose uid was checked.
 pub async fn delete(
     ctx: &Context,
     sync: &SecretSync,
     target_name: &str,
     existing: &ObjectMeta,
-) -> Result<(), Failure> {
+) -> Result<bool, Failure> {
+    let name = sync.metadata.name.as_deref().unwrap_or_default();
+    let written_by = existing.labels.as_ref().and_then(|l| l.get(SYNC_LABEL));
+    if written_by.map(String::as_str) != Some(name) {
+        return Ok(false);
+    }
     let namespace = sync.metadata.namespace.as_deref().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let params = DeleteParams {
@@ -203,9 +218,9 @@ pub async fn delete(
     match api.delete(target_name, &params).await {
         Ok(_) => {
             ctx.wrote("delete");
-            Ok(())
+            Ok(true)
         }
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(true),
         Err(e) => Err(Failure::api("deleting the Secret", &e)),
     }
 }

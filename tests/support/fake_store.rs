@@ -9,7 +9,8 @@
 //!   history after `resourceVersion`, then live; `410 Gone` as an `ERROR` event once the version is older
 //!   than the history; `timeoutSeconds`), create (409 `AlreadyExists`), replace (409 `Conflict` on a stale
 //!   `resourceVersion`), merge patch (strategic merge patches are treated as merge patches: enough for
-//!   maps, which is all the callers send), server-side apply (`fieldManager` required, `force`), delete
+//!   maps, which is all the callers send), server-side apply (`fieldManager` required, `force`; a
+//!   `metadata.resourceVersion` in the applied configuration is a precondition, 409 when stale), delete
 //!   (with background garbage collection of objects whose `ownerReferences` name the deleted uid);
 //! - server-side apply field ownership: leaf fields of maps are fields, lists are atomic (so
 //!   `ownerReferences` is one field); a manager's apply sets its fields, removes those it applied before
@@ -428,6 +429,24 @@ impl Store {
             name.into(),
         );
         let live = self.objects.get(&key).cloned();
+        // A resourceVersion in the applied configuration is a precondition, as for any patch.
+        if let Some(given) = applied["metadata"]["resourceVersion"].as_str()
+            && live
+                .as_ref()
+                .and_then(|l| l["metadata"]["resourceVersion"].as_str())
+                != Some(given)
+        {
+            return Err(Refusal(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; \
+                     please apply your changes to the latest version and try again",
+                    kind.plural
+                ),
+                Some(json!({"name": name, "kind": kind.plural})),
+            ));
+        }
         let applied_fields = fields(applied);
         let live_fields = live.as_ref().map(fields).unwrap_or_default();
         let owners = self.owners.get(&key).cloned().unwrap_or_default();

@@ -376,7 +376,10 @@ impl AwsBackend {
         } else {
             credentials::IRSA_AUDIENCE
         };
-        let token = self.tokens.token(request, &caller, audience).await?;
+        let token = self
+            .tokens
+            .token_for_fixed_audience(request, &caller, audience)
+            .await?;
         let base = self.base().await;
         let (principal, session) = self
             .session(&caller, &params, &region, &base, &token, deadline)

@@ -417,33 +417,43 @@ impl VaultSource {
             return None;
         }
         let params = &call.params;
-        let token = self
-            .tokens
-            .token(&self.http, params, &call.identity, &call.jwt, deadline)
-            .await
-            .ok()?;
-        let reply = self
-            .http
-            .send(
-                params,
-                VaultCall {
-                    method: HttpMethod::Get,
-                    path: &path,
-                    token: Some(&token.token),
-                    body: None,
-                    deadline,
-                },
-            )
-            .await
-            .ok()?;
-        if !reply.status.is_success() {
-            if reply.status.as_u16() == 403 {
-                self.metadata_denied.insert(denied, ()).await;
+        let mut retried = false;
+        loop {
+            let token = self
+                .tokens
+                .token(&self.http, params, &call.identity, &call.jwt, deadline)
+                .await
+                .ok()?;
+            let reply = self
+                .http
+                .send(
+                    params,
+                    VaultCall {
+                        method: HttpMethod::Get,
+                        path: &path,
+                        token: Some(&token.token),
+                        body: None,
+                        deadline,
+                    },
+                )
+                .await
+                .ok()?;
+            // A 403 may be a token Vault no longer honours: log in once more, as reads do; refused
+            // again, the role may not read metadata.
+            if reply.status.as_u16() == 403 && !retried {
+                self.tokens.invalidate(&call.identity, &token).await;
+                retried = true;
+                continue;
             }
-            return None;
+            if !reply.status.is_success() {
+                if reply.status.as_u16() == 403 {
+                    self.metadata_denied.insert(denied, ()).await;
+                }
+                return None;
+            }
+            let answer = transform::parse_json_answer(&reply.body, self.max_parsed_answer).ok()?;
+            return kv2_current(&answer.json);
         }
-        let answer = transform::parse_json_answer(&reply.body, self.max_parsed_answer).ok()?;
-        kv2_current(&answer.json)
     }
 
     /// Sends the request with the identity's token; on 403 logs in once more and retries once.
