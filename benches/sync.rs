@@ -128,7 +128,7 @@ async fn main() {
     );
     let reads_before = reads(&bao);
     let started = Instant::now();
-    let controller = SyncProcess::start(dir.path(), "bench", &flags);
+    let mut controller = SyncProcess::start(dir.path(), "bench", &flags);
     let pid = controller.pid();
     let deadline = started + Duration::from_secs(1800);
     loop {
@@ -157,6 +157,8 @@ async fn main() {
     let unchanged = controller.metric("openclaw_sync_reconcile_total{result=\"unchanged\"}");
     let peak = rss_kib(pid, "VmHWM:");
     let now = rss_kib(pid, "VmRSS:");
+    // A clean stop (a profiler run under OPENCLAW_SYNC_WRAPPER writes its report at exit).
+    controller.terminate();
     println!("| measure | value |\n|---|---|");
     println!(
         "| SecretSyncs / SecretProviderClasses (KV paths) / identities | {syncs} / {paths} / 1 |"

@@ -4,11 +4,24 @@ use clap::Parser;
 use openclaw_csi_provider::cli::{Cli, Command, check, demo, mount};
 use openclaw_csi_provider::server;
 use openclaw_csi_provider::telemetry::logging::{self, LogFormat};
+#[cfg(feature = "sync")]
+use openclaw_csi_provider::telemetry::memory;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    openclaw_csi_provider::install_crypto_provider();
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    #[cfg(feature = "sync")]
+    if matches!(cli.command, Command::Sync(_)) {
+        // Before any thread allocates: thousands of SecretSyncs kept for days (docs/benchmarks.md).
+        memory::limit_arenas();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    openclaw_csi_provider::install_crypto_provider();
     match cli.command {
         Command::Serve(config) => {
             logging::init(cli.log_format, &cli.log_level).map_err(anyhow::Error::msg)?;

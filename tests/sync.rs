@@ -87,6 +87,16 @@ impl World {
     }
 
     fn add_class(&self, name: &str, objects: &str) {
+        self.put_class(name, "openclaw", json!({"objects": objects}));
+    }
+
+    /// A SecretProviderClass of `provider` with the Vault JWT login parameters and `parameters`.
+    fn put_class(&self, name: &str, provider: &str, parameters: Value) {
+        let mut all =
+            json!({"backend": "vault", "roleName": "openclaw", "vaultAuthMountPath": "jwt"});
+        all.as_object_mut()
+            .unwrap()
+            .extend(parameters.as_object().unwrap().clone());
         self.kube.put(
             "apis/secrets-store.csi.x-k8s.io/v1",
             "secretproviderclasses",
@@ -94,9 +104,7 @@ impl World {
             json!({
                 "apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
                 "metadata": {"name": name, "namespace": NS},
-                "spec": {"provider": "openclaw", "parameters": {
-                    "backend": "vault", "roleName": "openclaw", "vaultAuthMountPath": "jwt",
-                    "objects": objects}}
+                "spec": {"provider": provider, "parameters": all}
             }),
         );
     }
@@ -549,16 +557,11 @@ async fn polls_compare_versions_before_reading_values() {
 async fn a_secret_created_during_a_fetch_is_not_taken_over() {
     let world = World::start().await;
     let hostile = support::hostile_vault::HostileVault::start("3600").await;
-    world.kube.put(
-        "apis/secrets-store.csi.x-k8s.io/v1",
-        "secretproviderclasses",
-        NS,
-        json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
-               "metadata": {"name": "slow", "namespace": NS},
-               "spec": {"provider": "openclaw", "parameters": {
-                   "backend": "vault", "roleName": "openclaw", "vaultAuthMountPath": "jwt",
-                   "vaultAddress": hostile.address,
-                   "objects": "- {objectName: USER, secretPath: database/creds/app, secretKey: username}\n"}}}),
+    world.put_class(
+        "slow",
+        "openclaw",
+        json!({"vaultAddress": hostile.address,
+               "objects": "- {objectName: USER, secretPath: database/creds/app, secretKey: username}\n"}),
     );
     world.add_sync("late", json!({"secretProviderClassName": "slow"}));
     let controller = world.controller("sync-a", &["--vault-allowed-addresses", &hostile.address]);
@@ -597,16 +600,11 @@ async fn a_secret_created_during_a_fetch_is_not_taken_over() {
 async fn a_throttling_backend_slows_only_its_own_secret_syncs() {
     let world = World::start().await;
     let hostile = support::hostile_vault::HostileVault::start("3600").await;
-    world.kube.put(
-        "apis/secrets-store.csi.x-k8s.io/v1",
-        "secretproviderclasses",
-        NS,
-        json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
-               "metadata": {"name": "throttling", "namespace": NS},
-               "spec": {"provider": "openclaw", "parameters": {
-                   "backend": "vault", "roleName": "openclaw", "vaultAuthMountPath": "jwt",
-                   "vaultAddress": hostile.address,
-                   "objects": "- {objectName: k, secretPath: secret/throttled, secretKey: k}\n"}}}),
+    world.put_class(
+        "throttling",
+        "openclaw",
+        json!({"vaultAddress": hostile.address,
+               "objects": "- {objectName: k, secretPath: secret/throttled, secretKey: k}\n"}),
     );
     for name in ["slow-a", "slow-b", "slow-c"] {
         world.add_sync(name, json!({"secretProviderClassName": "throttling"}));
@@ -658,6 +656,76 @@ async fn a_throttling_backend_slows_only_its_own_secret_syncs() {
     );
     assert!(controller.metric("openclaw_sync_backend_throttled_total{backend=\"vault\"}") >= 2.0);
     assert_eq!(world.ready("keys"), ("True".into(), "SecretSynced".into()));
+}
+
+/// Namespaces take turns: one namespace with many slow SecretSyncs due at once does not hold up
+/// another's (two reconciles at a time; each of the 30 slow ones takes 300 ms).
+#[tokio::test]
+async fn a_busy_namespace_does_not_hold_up_another() {
+    let world = World::start().await;
+    let hostile = support::hostile_vault::HostileVault::start("3600").await;
+    let noisy = "noisy";
+    world.kube.add_service_account(noisy, SA, &[]);
+    world.kube.put(
+        "apis/secrets-store.csi.x-k8s.io/v1",
+        "secretproviderclasses",
+        noisy,
+        json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
+               "metadata": {"name": "slow", "namespace": noisy},
+               "spec": {"provider": "openclaw", "parameters": {
+                   "backend": "vault", "roleName": "openclaw", "vaultAuthMountPath": "jwt",
+                   "vaultAddress": hostile.address,
+                   "objects": "- {objectName: USER, secretPath: database/creds/app, secretKey: username}\n"}}}),
+    );
+    let names: Vec<String> = (0..30).map(|i| format!("slow-{i:02}")).collect();
+    for name in &names {
+        world.kube.put(
+            "apis/openclaw.io/v1alpha1",
+            "secretsyncs",
+            noisy,
+            json!({"apiVersion": "openclaw.io/v1alpha1", "kind": "SecretSync",
+                   "metadata": {"name": name, "namespace": noisy},
+                   "spec": {"secretProviderClassName": "slow", "serviceAccountName": SA,
+                            "refreshInterval": "1h"}}),
+        );
+    }
+    world.add_sync("keys", json!({"refreshInterval": "1h"}));
+    let controller = world.controller(
+        "sync-a",
+        &[
+            "--vault-allowed-addresses",
+            &hostile.address,
+            "--sync-concurrency",
+            "2",
+        ],
+    );
+    let keys = expected_keys(openbao::ANTHROPIC_KEY);
+    wait_for(
+        "the other namespace's sync",
+        Duration::from_secs(30),
+        &[&controller],
+        || world.data("keys") == Some(keys.clone()),
+    )
+    .await;
+    let slow_done = names
+        .iter()
+        .filter(|n| world.kube.get("secrets", noisy, n).is_some())
+        .count();
+    assert!(
+        slow_done < 10,
+        "{slow_done} of the busy namespace's 30 went first"
+    );
+    wait_for(
+        "the busy namespace",
+        Duration::from_secs(60),
+        &[&controller],
+        || {
+            names
+                .iter()
+                .all(|n| world.kube.get("secrets", noisy, n).is_some())
+        },
+    )
+    .await;
 }
 
 /// `force-sync` (ESO's annotation) refreshes at once and reads past the value cache, even with a long
@@ -1081,29 +1149,17 @@ async fn an_expired_watch_lists_again_and_misses_nothing() {
 #[tokio::test]
 async fn hostile_secret_syncs_are_refused_without_side_effects() {
     let world = World::start().await;
-    world.kube.put(
-        "apis/secrets-store.csi.x-k8s.io/v1",
-        "secretproviderclasses",
-        NS,
-        json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
-               "metadata": {"name": "official-vault", "namespace": NS},
-               "spec": {"provider": "vault", "parameters": {"objects": VAULT_OBJECTS}}}),
-    );
+    world.put_class("official-vault", "vault", json!({"objects": VAULT_OBJECTS}));
     let forged = world
         .issuer
         .token("system:serviceaccount:openclaw:admin", &["vault"]);
-    world.kube.put(
-        "apis/secrets-store.csi.x-k8s.io/v1",
-        "secretproviderclasses",
-        NS,
-        json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
-               "metadata": {"name": "smuggler", "namespace": NS},
-               "spec": {"provider": "openclaw", "parameters": {
-                   "backend": "vault", "roleName": "openclaw", "vaultAuthMountPath": "jwt",
-                   "objects": VAULT_OBJECTS,
-                   "csi.storage.k8s.io/serviceAccount.tokens":
-                       support::identity::tokens_attribute("vault", &forged),
-                   "csi.storage.k8s.io/serviceAccount.name": "admin"}}}),
+    world.put_class(
+        "smuggler",
+        "openclaw",
+        json!({"objects": VAULT_OBJECTS,
+               "csi.storage.k8s.io/serviceAccount.tokens":
+                   support::identity::tokens_attribute("vault", &forged),
+               "csi.storage.k8s.io/serviceAccount.name": "admin"}),
     );
     let hostile = [
         (
@@ -1134,16 +1190,10 @@ async fn hostile_secret_syncs_are_refused_without_side_effects() {
         json!({"secretProviderClassName": "smuggler", "serviceAccountName": "nobody"}),
     );
     // A token for the API server's audience would be the account's API credential.
-    world.kube.put(
-        "apis/secrets-store.csi.x-k8s.io/v1",
-        "secretproviderclasses",
-        NS,
-        json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
-               "metadata": {"name": "api-audience", "namespace": NS},
-               "spec": {"provider": "openclaw", "parameters": {
-                   "backend": "vault", "roleName": "openclaw", "vaultAuthMountPath": "jwt",
-                   "audience": "https://kubernetes.default.svc.cluster.local",
-                   "objects": VAULT_OBJECTS}}}),
+    world.put_class(
+        "api-audience",
+        "openclaw",
+        json!({"audience": "https://kubernetes.default.svc.cluster.local", "objects": VAULT_OBJECTS}),
     );
     world.add_sync(
         "api-token",

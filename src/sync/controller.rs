@@ -9,15 +9,17 @@
 //!   SecretProviderClass, service account) share one poll time, so the value cache serves all of them
 //!   from one backend read (the jitter spreads load across distinct reads, not across copies of one);
 //! - after a failure: 1 s doubling to 5 min (± 10 %), or the next poll for failures retrying cannot fix;
-//! - at once on a spec change, a new `force-sync` annotation value (which also reads past the value
-//!   cache), or a change to its Secret by someone else (drift, deletion).
+//!   a throttling endpoint also holds its namespace's other SecretSyncs until its window ends;
+//! - soon (at once, but at most once a second) on a spec change, a new `force-sync` annotation value
+//!   (which also reads past the value cache), or a change to its Secret by someone else (drift,
+//!   deletion), which never shortens a failing SecretSync's backoff.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::PartialObjectMeta;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -28,6 +30,7 @@ use super::source::Endpoint;
 use super::target::SYNC_LABEL;
 use super::watch::Change;
 use crate::service::until_set;
+use crate::telemetry::memory;
 
 /// The annotation whose new value forces a refresh (ESO's name, so `kubectl annotate … force-sync=…`
 /// works unchanged).
@@ -40,6 +43,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 const EVENT_GAP: Duration = Duration::from_secs(1);
 /// How soon a SecretSync whose Secret another one is writing is tried again.
 const TARGET_BUSY_RETRY: Duration = Duration::from_millis(250);
+/// How often freed memory is handed back to the operating system.
+const TRIM_EVERY: Duration = Duration::from_secs(60);
 /// How long in-flight reconciles get to finish on shutdown.
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
@@ -49,7 +54,7 @@ type Key = (String, String);
 struct Entry {
     sync: Arc<SecretSync>,
     /// Its place in the queue.
-    slot: Option<(Instant, u64)>,
+    slot: Option<Slot>,
     running: bool,
     /// It changed while a reconcile ran: run again right after.
     again: bool,
@@ -93,6 +98,21 @@ struct Throttle {
     level: u32,
 }
 
+/// Where a SecretSync waits: in the time queue, or due in its namespace's ready list (the token
+/// tells its current place from stale ones left behind when it is rescheduled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Timed((Instant, u64)),
+    Ready(u64),
+}
+
+impl Slot {
+    /// Whether it waits for a time later than `at`.
+    fn due_after(self, at: Instant) -> bool {
+        matches!(self, Slot::Timed((due, _)) if due > at)
+    }
+}
+
 /// Why a SecretSync runs before it is due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cause {
@@ -133,8 +153,11 @@ pub struct Controller {
     concurrency: usize,
     entries: HashMap<Key, Entry>,
     queue: BTreeMap<(Instant, u64), Key>,
+    /// Due SecretSyncs by namespace, and the namespaces' turns.
+    ready: HashMap<String, VecDeque<(Key, u64)>>,
+    turns: VecDeque<String>,
     seq: u64,
-    secrets: HashMap<Key, Arc<ObjectMeta>>,
+    secrets: HashMap<Key, WatchedSecret>,
     groups: HashMap<(String, String, String), Instant>,
     /// The target Secrets of the reconciles running now.
     writing: HashSet<Key>,
@@ -142,6 +165,7 @@ pub struct Controller {
     throttles: HashMap<Endpoint, Throttle>,
     running: usize,
     gauges_at: Instant,
+    trimmed_at: Instant,
 }
 
 /// The streams the loop reads.
@@ -157,6 +181,8 @@ impl Controller {
             concurrency: concurrency.max(1),
             entries: HashMap::new(),
             queue: BTreeMap::new(),
+            ready: HashMap::new(),
+            turns: VecDeque::new(),
             seq: 0,
             secrets: HashMap::new(),
             groups: HashMap::new(),
@@ -164,11 +190,12 @@ impl Controller {
             throttles: HashMap::new(),
             running: 0,
             gauges_at: Instant::now(),
+            trimmed_at: Instant::now(),
         }
     }
 
-    /// Runs until `stop` is set, then lets running reconciles finish (up to 10 s). `ready` turns true
-    /// once both watches have listed.
+    /// Runs until `stop` is set, then lets running reconciles finish (up to 10 s). `ready` is true
+    /// while both watches work (from their first list on; false while either is failing).
     pub async fn run(
         mut self,
         mut feeds: Feeds,
@@ -183,7 +210,10 @@ impl Controller {
             if syncs.listed && secrets.listed {
                 self.dispatch(&done_tx);
             }
-            let wake = self.queue.first_key_value().map(|((at, _), _)| *at);
+            // With every slot taken, only a finished reconcile (or news) can start another.
+            let wake = (self.running < self.concurrency)
+                .then(|| self.queue.first_key_value().map(|((at, _), _)| *at))
+                .flatten();
             tokio::select! {
                 Some(change) = feeds.syncs.recv() => {
                     syncs.hear(&change);
@@ -215,17 +245,15 @@ impl Controller {
         }
     }
 
-    /// Starts due reconciles up to the concurrency. Two SecretSyncs naming one Secret never run at once
-    /// (the second sees what the first wrote, and is refused if it is not its own).
+    /// Starts due reconciles up to the concurrency, taking namespaces in turn (one with many due or
+    /// failing SecretSyncs does not hold up the others). Two SecretSyncs naming one Secret never run at
+    /// once (the second sees what the first wrote, and is refused if it is not its own).
     fn dispatch(&mut self, done: &mpsc::Sender<Done>) {
         let now = Instant::now();
+        self.promote_due(now);
         let mut held = Vec::new();
         while self.running < self.concurrency {
-            match self.queue.first_key_value() {
-                Some(((at, _), _)) if *at <= now => {}
-                _ => break,
-            }
-            let Some((_, key)) = self.queue.pop_first() else {
+            let Some(key) = self.next_ready() else {
                 break;
             };
             let Some(entry) = self.entries.get_mut(&key) else {
@@ -235,41 +263,94 @@ impl Controller {
             let (backend, target) = (entry.backend.clone(), entry.target());
             if let Some(until) = backend.and_then(|b| self.throttled_until(&b, now)) {
                 held.push((key, until));
-                continue;
-            }
-            if !self.writing.insert(target.clone()) {
+            } else if self.writing.contains(&target) {
                 held.push((key, now + TARGET_BUSY_RETRY));
-                continue;
+            } else {
+                self.start(key, target, now, done);
             }
-            let Some(entry) = self.entries.get_mut(&key) else {
-                continue;
-            };
-            entry.running = true;
-            entry.last_started = Some(now);
-            self.running += 1;
-            let input = Input {
-                sync: entry.sync.clone(),
-                secret: self.secrets.get(&entry.target()).cloned(),
-                force: std::mem::take(&mut entry.force),
-                last_warning: entry.last_warning.clone(),
-            };
-            let ctx = self.ctx.clone();
-            let done = done.clone();
-            tokio::spawn(async move {
-                let outcome = reconcile::reconcile(&ctx, input).await;
-                let _ = done
-                    .send(Done {
-                        key,
-                        target,
-                        outcome,
-                    })
-                    .await;
-            });
         }
         for (key, at) in held {
             self.schedule(&key, at);
         }
         self.update_gauges();
+    }
+
+    /// Moves the SecretSyncs that are due from the time queue to their namespace's ready list.
+    fn promote_due(&mut self, now: Instant) {
+        while let Some(((at, _), _)) = self.queue.first_key_value() {
+            if *at > now {
+                break;
+            }
+            let Some((_, key)) = self.queue.pop_first() else {
+                break;
+            };
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            self.seq += 1;
+            entry.slot = Some(Slot::Ready(self.seq));
+            let list = self.ready.entry(key.0.clone()).or_default();
+            if list.is_empty() {
+                self.turns.push_back(key.0.clone());
+            }
+            list.push_back((key, self.seq));
+        }
+    }
+
+    /// The next ready SecretSync, the namespaces taking turns (entries rescheduled since they became
+    /// ready are skipped).
+    fn next_ready(&mut self) -> Option<Key> {
+        while let Some(namespace) = self.turns.pop_front() {
+            let Some(list) = self.ready.get_mut(&namespace) else {
+                continue;
+            };
+            while let Some((key, token)) = list.pop_front() {
+                let current = self.entries.get(&key).and_then(|e| e.slot);
+                if current != Some(Slot::Ready(token)) {
+                    continue;
+                }
+                if list.is_empty() {
+                    self.ready.remove(&namespace);
+                } else {
+                    self.turns.push_back(namespace);
+                }
+                return Some(key);
+            }
+            self.ready.remove(&namespace);
+        }
+        None
+    }
+
+    /// Runs one reconcile of the SecretSync, which writes `target`.
+    fn start(&mut self, key: Key, target: Key, now: Instant, done: &mpsc::Sender<Done>) {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
+        entry.running = true;
+        entry.last_started = Some(now);
+        self.running += 1;
+        self.writing.insert(target.clone());
+        let input = Input {
+            sync: entry.sync.clone(),
+            secret: self
+                .secrets
+                .get(&target)
+                .map(|w| Arc::new(w.metadata(&target))),
+            force: std::mem::take(&mut entry.force),
+            last_warning: entry.last_warning.clone(),
+        };
+        let ctx = self.ctx.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let outcome = reconcile::reconcile(&ctx, input).await;
+            let _ = done
+                .send(Done {
+                    key,
+                    target,
+                    outcome,
+                })
+                .await;
+        });
     }
 
     fn on_sync(&mut self, change: Change<SecretSync>) {
@@ -284,6 +365,7 @@ impl Controller {
                     .collect();
                 gone.iter().for_each(|k| self.remove(k));
                 all.into_iter().for_each(|sync| self.upsert(sync));
+                memory::release_free_memory();
             }
             Change::Applied(sync) => self.upsert(sync),
             Change::Deleted(sync) => self.remove(&key_of(&sync)),
@@ -291,7 +373,8 @@ impl Controller {
         }
     }
 
-    fn upsert(&mut self, sync: SecretSync) {
+    fn upsert(&mut self, mut sync: SecretSync) {
+        trim(&mut sync.metadata);
         let key = key_of(&sync);
         let force = force_value(&sync);
         let now = Instant::now();
@@ -333,7 +416,7 @@ impl Controller {
 
     fn remove(&mut self, key: &Key) {
         if let Some(entry) = self.entries.remove(key)
-            && let Some(slot) = entry.slot
+            && let Some(Slot::Timed(slot)) = entry.slot
         {
             self.queue.remove(&slot);
         }
@@ -344,7 +427,7 @@ impl Controller {
             Change::Listed(all) => {
                 self.secrets = all
                     .into_iter()
-                    .filter_map(|s| Some((secret_key(&s.metadata)?, Arc::new(kept(s.metadata)))))
+                    .filter_map(|s| Some((secret_key(&s.metadata)?, WatchedSecret::of(s.metadata))))
                     .collect();
                 let drifted: Vec<Key> = self
                     .entries
@@ -357,6 +440,7 @@ impl Controller {
                     .map(|(k, _)| k.clone())
                     .collect();
                 drifted.iter().for_each(|k| self.run_soon(k, Cause::Secret));
+                memory::release_free_memory();
             }
             Change::Applied(secret) => {
                 let Some(key) = secret_key(&secret.metadata) else {
@@ -364,7 +448,7 @@ impl Controller {
                 };
                 let version = secret.metadata.resource_version.clone();
                 self.secrets
-                    .insert(key.clone(), Arc::new(kept(secret.metadata.clone())));
+                    .insert(key.clone(), WatchedSecret::of(secret.metadata.clone()));
                 for writer in self.writers_of(&key, &secret.metadata) {
                     if self.entries[&writer].known_version() != version.as_deref() {
                         self.run_soon(&writer, Cause::Secret);
@@ -565,7 +649,7 @@ impl Controller {
             .map_or(now, |started| (started + EVENT_GAP).max(now));
         if entry.running {
             entry.again = true;
-        } else if entry.slot.is_none_or(|(due, _)| due > at) {
+        } else if entry.slot.is_none_or(|slot| slot.due_after(at)) {
             self.schedule(key, at);
         }
     }
@@ -574,13 +658,13 @@ impl Controller {
         let Some(entry) = self.entries.get_mut(key) else {
             return;
         };
-        if let Some(slot) = entry.slot.take() {
+        if let Some(Slot::Timed(slot)) = entry.slot.take() {
             self.queue.remove(&slot);
         }
         self.seq += 1;
         let slot = (at, self.seq);
         self.queue.insert(slot, key.clone());
-        entry.slot = Some(slot);
+        entry.slot = Some(Slot::Timed(slot));
     }
 
     /// Refreshes the Ready gauges, at most every 5 s.
@@ -592,6 +676,10 @@ impl Controller {
             return;
         }
         self.gauges_at = Instant::now();
+        if self.trimmed_at.elapsed() >= TRIM_EVERY {
+            self.trimmed_at = Instant::now();
+            memory::release_free_memory();
+        }
         let (mut ready, mut not_ready, mut unknown) = (0, 0, 0);
         for entry in self.entries.values() {
             match entry.ready.or_else(|| ready_in_status(&entry.sync)) {
@@ -617,30 +705,63 @@ fn key_of(sync: &SecretSync) -> Key {
     )
 }
 
-/// What is kept of a watched Secret's metadata: what the ownership check and drift need. Not its
-/// annotations (`kubectl apply`'s last-applied-configuration holds the data), other labels or
-/// managedFields, which anyone labelling a Secret could make large.
-fn kept(meta: ObjectMeta) -> ObjectMeta {
-    let labels = meta.labels.map(|labels| {
-        labels
+/// Drops what the controller never reads from a SecretSync's metadata (managedFields, labels, other
+/// annotations): with thousands of SecretSyncs, most of what a watch brings.
+fn trim(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    meta.labels = None;
+    meta.finalizers = None;
+    meta.owner_references = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|k, _| k == FORCE_SYNC_ANNOTATION);
+    }
+}
+
+/// What is kept of a watched Secret's metadata: what the ownership check and drift need, compact
+/// (thousands are kept). Not its annotations (`kubectl apply`'s last-applied-configuration holds the
+/// data), other labels or managedFields, which anyone labelling a Secret could make large.
+struct WatchedSecret {
+    uid: Option<String>,
+    resource_version: Option<String>,
+    /// Its `openclaw.io/` labels.
+    labels: Vec<(String, String)>,
+    /// Its controller owner references.
+    controllers: Vec<OwnerReference>,
+}
+
+impl WatchedSecret {
+    fn of(meta: ObjectMeta) -> Self {
+        let labels = meta
+            .labels
             .into_iter()
+            .flatten()
             .filter(|(k, _)| k.starts_with("openclaw.io/"))
-            .collect()
-    });
-    let owners = meta.owner_references.map(|owners| {
-        owners
+            .collect();
+        let controllers = meta
+            .owner_references
             .into_iter()
+            .flatten()
             .filter(|o| o.controller == Some(true))
-            .collect()
-    });
-    ObjectMeta {
-        name: meta.name,
-        namespace: meta.namespace,
-        uid: meta.uid,
-        resource_version: meta.resource_version,
-        labels,
-        owner_references: owners,
-        ..Default::default()
+            .collect();
+        Self {
+            uid: meta.uid,
+            resource_version: meta.resource_version,
+            labels,
+            controllers,
+        }
+    }
+
+    /// The metadata a reconcile checks, for the Secret `key`.
+    fn metadata(&self, key: &Key) -> ObjectMeta {
+        ObjectMeta {
+            namespace: Some(key.0.clone()),
+            name: Some(key.1.clone()),
+            uid: self.uid.clone(),
+            resource_version: self.resource_version.clone(),
+            labels: Some(self.labels.iter().cloned().collect()),
+            owner_references: Some(self.controllers.clone()),
+            ..Default::default()
+        }
     }
 }
 

@@ -174,7 +174,7 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    // A standby is ready (it can take over); a leader once its watches have listed.
+    // A standby is ready (it can take over); a leader while its watches work (after their first list).
     let (ready_tx, ready_rx) = flag::channel(true);
     start_health(&config, ready_rx, &metrics, stop.clone()).await?;
     let elector = leader::Elector::new(

@@ -79,7 +79,8 @@ pub enum Retry {
     Backoff,
     /// At the next regular poll or when the SecretSync changes (retrying sooner changes nothing).
     Poll,
-    /// The endpoint throttles: when its throttle window ends (it holds every SecretSync reading it).
+    /// The endpoint throttles: when its throttle window ends (it holds the namespace's SecretSyncs
+    /// reading from it), or the SecretSync's own backoff, whichever is later.
     Throttled(Endpoint),
 }
 
@@ -543,19 +544,29 @@ async fn deleted(
 ) -> Result<Outcome, Failure> {
     let sync = &input.sync;
     let old = sync.status.clone().unwrap_or_default();
-    let mut message = format!(
+    let message = format!(
         "the backend no longer has the objects of keys {}: Secret {target_name} deleted (deletionPolicy Delete)",
         gone.keys.join(", ")
     );
-    if let Some(existing) = existing {
-        if target::delete(ctx, sync, target_name, &existing).await? {
+    if existing.is_some() {
+        // Read again, as before a write: the fetch may have taken long.
+        let namespace = sync.metadata.namespace.as_deref().unwrap_or_default();
+        let fresh = target::existing(ctx, namespace, target_name, None).await?;
+        let deleted = match &fresh {
+            Some(fresh) => target::delete(ctx, sync, target_name, fresh).await?,
+            None => false,
+        };
+        if deleted {
             report::event(ctx, sync, report::NORMAL, "Deleted", &message).await;
-        } else {
-            message = format!(
-                "the backend no longer has the objects of keys {}: Secret {target_name} was not \
-                 written by this SecretSync and is left alone",
-                gone.keys.join(", ")
-            );
+        } else if fresh.is_some() {
+            return Err(Failure::spec(
+                "SourceNotFound",
+                format!(
+                    "the backend no longer has the objects of keys {}: Secret {target_name} was not \
+                     written by this SecretSync and is left alone (deletionPolicy Delete)",
+                    gone.keys.join(", ")
+                ),
+            ));
         }
     }
     status.synced_hash = None;

@@ -52,11 +52,28 @@ impl SyncProcess {
         let log = dir.join(format!("{name}.log"));
         let health = format!("127.0.0.1:{}", free_port());
         let log_file = fs::File::create(&log).expect("log file");
-        let child = Command::new(BINARY)
+        // Debug logs unless the caller chose a level (a flag may be given once).
+        let level: &[&str] = if flags.iter().any(|f| f == "--log-level") {
+            &[]
+        } else {
+            &["--log-level", "debug"]
+        };
+        // OPENCLAW_SYNC_WRAPPER (e.g. `valgrind --tool=massif`) runs the controller under a profiler.
+        let wrapper = std::env::var("OPENCLAW_SYNC_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = Command::new(program);
+                command.args(words).arg(BINARY);
+                command
+            }
+            None => Command::new(BINARY),
+        };
+        let child = command
             .env("POD_NAME", name)
             .envs(env.iter().copied())
             .args(["sync", "--health-addr", &health, "--log-format", "json"])
-            .args(["--log-level", "debug"])
+            .args(level)
             .args(flags)
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -67,7 +84,8 @@ impl SyncProcess {
             health,
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let wait = if wrapper.is_empty() { 10 } else { 120 };
+        let deadline = Instant::now() + Duration::from_secs(wait);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(&process.health).is_ok() {
                 return process;
@@ -75,7 +93,7 @@ impl SyncProcess {
             assert!(process.running(), "sync exited:\n{}", process.logs());
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("sync did not listen within 10 s:\n{}", process.logs());
+        panic!("sync did not listen within {wait} s:\n{}", process.logs());
     }
 
     pub fn pid(&self) -> u32 {
