@@ -261,3 +261,62 @@ async fn status_generation_and_garbage_collection() {
         .unwrap();
     assert!(secrets.get_opt("owned").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn lists_come_in_pages_that_skip_nothing() {
+    let kube = FakeKube::start();
+    let api: Api<Secret> = Api::namespaced(client(&kube).await, "ns");
+    for name in ["a", "b", "c", "d", "e"] {
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let first = api
+        .list_metadata(&ListParams::default().limit(2))
+        .await
+        .unwrap();
+    let names = |list: &kube::core::ObjectList<_>| -> Vec<String> {
+        list.items
+            .iter()
+            .map(|o: &kube::core::PartialObjectMeta<Secret>| o.metadata.name.clone().unwrap())
+            .collect()
+    };
+    assert_eq!(names(&first), ["a", "b"]);
+    assert_eq!(first.metadata.remaining_item_count, Some(3));
+    let token = first.metadata.continue_.clone().expect("a continue token");
+    // An object listed already goes away between pages: the next page still starts after "b".
+    api.delete("a", &DeleteParams::default()).await.unwrap();
+    let second = api
+        .list_metadata(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(names(&second), ["c", "d"]);
+    assert_eq!(
+        second.metadata.resource_version, first.metadata.resource_version,
+        "every page carries the first page's version"
+    );
+    let last = api
+        .list_metadata(
+            &ListParams::default()
+                .limit(2)
+                .continue_token(second.metadata.continue_.as_deref().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(names(&last), ["e"]);
+    assert!(
+        last.metadata
+            .continue_
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+    );
+    let bad = api
+        .list(&ListParams::default().continue_token("not-a-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(bad).0, 400);
+}

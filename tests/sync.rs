@@ -359,9 +359,13 @@ async fn the_seed_flow_creates_rotates_and_rolls_once() {
         Duration::from_secs(30),
         &[&controller],
         || {
+            // The status comes after every rollout patch and event of that reconcile.
+            let status = world.status("openclaw-secrets");
             world.data("openclaw-secrets") == Some(expected_keys(ROTATED_KEY))
                 && world.rollout_annotation("openclaw-gateway").is_some()
                 && world.rollout_annotation("reloaded").is_some()
+                && status["syncedHash"].as_str() != Some(hash.as_str())
+                && status["rolledOutHash"] == status["syncedHash"]
         },
     )
     .await;
@@ -518,6 +522,7 @@ async fn polls_compare_versions_before_reading_values() {
         "no value was read while the version held"
     );
     assert_eq!(world.kube.writes(), writes);
+    let old_hash = world.status("keys")["syncedHash"].clone();
     world.rotate_anthropic_key(ROTATED_KEY).await;
     wait_for(
         "the new version",
@@ -528,9 +533,10 @@ async fn polls_compare_versions_before_reading_values() {
     .await;
     // An edit of the SecretProviderClass (another key of the same secret, at the same version) is
     // read at the next poll, not hidden by the unchanged version (once the sync has settled again).
+    // The Secret is written before the status: the new hash must be there, rolled out.
     wait_for("settled", Duration::from_secs(15), &[&controller], || {
         let status = world.status("keys");
-        status["rolledOutHash"] == status["syncedHash"]
+        status["syncedHash"] != old_hash && status["rolledOutHash"] == status["syncedHash"]
     })
     .await;
     let data_reads = bao.count("read", "secret/data/openclaw");
@@ -933,18 +939,19 @@ async fn deletion_policies_when_an_object_is_gone() {
         Duration::from_secs(30),
         &[&controller],
         || {
+            // The status follows the Secret write, so both are waited for.
             world.ready("retain") == ("False".into(), "SourceNotFound".into())
-                && world.data("delete") == Some(only_a.clone())
-                && world.data("merge") == Some(only_a.clone())
+                && ["delete", "merge"].iter().all(|name| {
+                    world.data(name) == Some(only_a.clone())
+                        && world.ready(name) == ("True".into(), "SecretSynced".into())
+                        && world.status(name)["conditions"][0]["message"]
+                            .as_str()
+                            .is_some_and(|message| message.contains("removed B"))
+                })
         },
     )
     .await;
     assert_eq!(world.data("retain"), Some(both.clone()));
-    for name in ["merge", "delete"] {
-        assert_eq!(world.ready(name), ("True".into(), "SecretSynced".into()));
-        let message = world.status(name)["conditions"][0]["message"].clone();
-        assert!(message.as_str().unwrap().contains("removed B"), "{message}");
-    }
     // Every object gone: Delete removes the Secret, Merge keeps it without its keys, Retain keeps all.
     world
         .bao()
@@ -963,6 +970,9 @@ async fn deletion_policies_when_an_object_is_gone() {
             world.secret("delete").is_none()
                 && world.ready("delete") == ("False".into(), "SecretDeleted".into())
                 && world.data("merge") == Some(Default::default())
+                && world.status("retain")["conditions"][0]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("keys A, B"))
         },
     )
     .await;
@@ -1117,6 +1127,8 @@ async fn an_expired_watch_lists_again_and_misses_nothing() {
         "the controller saw the 410: {}",
         controller.logs()
     );
+    // A wrong rerun of "before" would run beside "after"'s first sync: give it time to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         world
             .kube
@@ -1236,4 +1248,75 @@ async fn hostile_secret_syncs_are_refused_without_side_effects() {
         !controller.logs().contains(&forged),
         "the forged token is not logged"
     );
+}
+
+/// The shipped seed example (deploy/examples/openclaw-sync.yaml) works as its comments say: its
+/// ServiceAccount, SecretProviderClass, SecretSync and Deployment, with the example Vault policy, give
+/// `openclaw-secrets` the three keys; a rotation reaches it at `force-sync` and restarts the gateway
+/// once. One change: the class logs in at the test's `jwt` auth mount, since OpenBao's `kubernetes` mount
+/// here cannot review tokens the fake API server mints.
+#[tokio::test]
+async fn the_seed_example_syncs_and_restarts_the_gateway() {
+    let world = World::start().await;
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+    let policy = std::fs::read_to_string(examples.join("openclaw-vault-policy.hcl")).unwrap();
+    world
+        .bao()
+        .post("sys/policies/acl/openclaw", json!({"policy": policy}))
+        .await;
+    let text = std::fs::read_to_string(examples.join("openclaw-sync.yaml")).unwrap();
+    let objects: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    for mut object in objects {
+        let (group, plural) = match object["kind"].as_str().unwrap() {
+            "ServiceAccount" => continue, // World has it
+            "SecretProviderClass" => {
+                object["spec"]["parameters"]["vaultAuthMountPath"] = json!("jwt");
+                (
+                    "apis/secrets-store.csi.x-k8s.io/v1",
+                    "secretproviderclasses",
+                )
+            }
+            "SecretSync" => ("apis/openclaw.io/v1alpha1", "secretsyncs"),
+            "Deployment" => ("apis/apps/v1", "deployments"),
+            other => panic!("the example has a {other}"),
+        };
+        assert_eq!(object["metadata"]["namespace"], NS);
+        world.kube.put(group, plural, NS, object);
+    }
+    let controller = world.controller("sync-a", &[]);
+    wait_for(
+        "the seed sync",
+        Duration::from_secs(30),
+        &[&controller],
+        || {
+            world.data("openclaw-secrets") == Some(expected_keys(openbao::ANTHROPIC_KEY))
+                && world.ready("openclaw-secrets") == ("True".into(), "SecretSynced".into())
+        },
+    )
+    .await;
+    assert_eq!(world.rollout_annotation("openclaw-gateway"), None);
+    let generation = world.generation("openclaw-gateway");
+    world.rotate_anthropic_key(ROTATED_KEY).await;
+    let mut sync = world
+        .kube
+        .get("secretsyncs", NS, "openclaw-secrets")
+        .unwrap();
+    sync["metadata"]["annotations"] = json!({"force-sync": "1764806400"});
+    world
+        .kube
+        .put("apis/openclaw.io/v1alpha1", "secretsyncs", NS, sync);
+    wait_for(
+        "the rotation and the restart",
+        Duration::from_secs(30),
+        &[&controller],
+        || {
+            let status = world.status("openclaw-secrets");
+            world.data("openclaw-secrets") == Some(expected_keys(ROTATED_KEY))
+                && status["rolledOutHash"] == status["syncedHash"]
+                && world.rollout_annotation("openclaw-gateway").as_ref()
+                    == status["syncedHash"].as_str().map(String::from).as_ref()
+        },
+    )
+    .await;
+    assert_eq!(world.generation("openclaw-gateway"), generation + 1);
 }

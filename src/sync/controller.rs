@@ -364,6 +364,9 @@ impl Controller {
                     .cloned()
                     .collect();
                 gone.iter().for_each(|k| self.remove(k));
+                // Those that read the same thing in a row: their first syncs share the value cache.
+                let mut all = all;
+                all.sort_by(|a, b| read_group(a).cmp(&read_group(b)));
                 all.into_iter().for_each(|sync| self.upsert(sync));
                 memory::release_free_memory();
             }
@@ -373,8 +376,7 @@ impl Controller {
         }
     }
 
-    fn upsert(&mut self, mut sync: SecretSync) {
-        trim(&mut sync.metadata);
+    fn upsert(&mut self, sync: SecretSync) {
         let key = key_of(&sync);
         let force = force_value(&sync);
         let now = Instant::now();
@@ -614,10 +616,11 @@ impl Controller {
         delay: Duration,
         window: Duration,
     ) -> Instant {
+        let (namespace, class, account) = read_group(sync);
         let group = (
-            sync.metadata.namespace.clone().unwrap_or_default(),
-            sync.spec.secret_provider_class_name.clone(),
-            sync.spec.service_account_name.clone(),
+            namespace.to_string(),
+            class.to_string(),
+            account.to_string(),
         );
         if let Some(&at) = self.groups.get(&group)
             && at > now
@@ -692,6 +695,15 @@ impl Controller {
     }
 }
 
+/// What a SecretSync reads, and as whom: SecretSyncs alike in this are polled together.
+fn read_group(sync: &SecretSync) -> (&str, &str, &str) {
+    (
+        sync.metadata.namespace.as_deref().unwrap_or_default(),
+        &sync.spec.secret_provider_class_name,
+        &sync.spec.service_account_name,
+    )
+}
+
 fn ready_in_status(sync: &SecretSync) -> Option<bool> {
     let status = sync.status.as_ref()?;
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
@@ -707,7 +719,8 @@ fn key_of(sync: &SecretSync) -> Key {
 
 /// Drops what the controller never reads from a SecretSync's metadata (managedFields, labels, other
 /// annotations): with thousands of SecretSyncs, most of what a watch brings.
-fn trim(meta: &mut ObjectMeta) {
+pub fn prune(sync: &mut SecretSync) {
+    let meta = &mut sync.metadata;
     meta.managed_fields = None;
     meta.labels = None;
     meta.finalizers = None;

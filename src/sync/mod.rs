@@ -270,6 +270,7 @@ fn start_watches(client: &kube::Client, namespace: Option<&str>) -> controller::
         watch::Objects {
             api: sync_api,
             labels: None,
+            prune: controller::prune,
         },
         syncs_tx,
     ));

@@ -18,7 +18,7 @@ pub fn release_free_memory() {
     }
 }
 
-/// Limits glibc's allocator to two arenas (unless `MALLOC_ARENA_MAX` says otherwise); call before
+/// Limits glibc's allocator to one arena (unless `MALLOC_ARENA_MAX` says otherwise); call before
 /// threads start.
 pub fn limit_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -33,7 +33,7 @@ pub fn limit_arenas() {
         }
         // SAFETY: mallopt sets an allocator parameter; called before other threads exist.
         unsafe {
-            mallopt(M_ARENA_MAX, 2);
+            mallopt(M_ARENA_MAX, 1);
         }
     }
 }

@@ -4,7 +4,7 @@
 //! - resources: core/v1 `secrets` and `events`, `coordination.k8s.io/v1` `leases`, `apps/v1`
 //!   `deployments`/`statefulsets`/`daemonsets`, `secrets-store.csi.x-k8s.io/v1` `secretproviderclasses`,
 //!   `openclaw.io/v1alpha1` `secretsyncs` (with the `status` subresource), `events.k8s.io/v1` `events`;
-//! - verbs: get, list (label selectors `k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (…)`, `k notin (…)`; field
+//! - verbs: get, list (pages with `limit` and `continue`; label selectors `k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (…)`, `k notin (…)`; field
 //!   selectors `metadata.name`, `metadata.namespace`), watch (newline-delimited events replayed from a kept
 //!   history after `resourceVersion`, then live; `410 Gone` as an `ERROR` event once the version is older
 //!   than the history; `timeoutSeconds`), create (409 `AlreadyExists`), replace (409 `Conflict` on a stale
@@ -676,12 +676,51 @@ pub async fn handle(
             let store = store.lock().unwrap();
             let selector = query.get("labelSelector").cloned().unwrap_or_default();
             let fields_selector = query.get("fieldSelector").cloned().unwrap_or_default();
-            let items: Vec<Value> = store
+            let all: Vec<Value> = store
                 .list(kind.group_path, kind.plural, route.namespace.as_deref())
                 .into_iter()
                 .filter(|o| matches_labels(o, &selector) && matches_fields(o, &fields_selector))
                 .map(|o| if metadata_only { partial(&o) } else { o })
                 .collect();
+            // Pages: `limit`, and `continue` with the token of the page before: the first page's
+            // resourceVersion (a watch from it misses nothing listed across pages) and the last key
+            // returned (the list is in key order, so objects deleted between pages shift nothing).
+            let (version, after) = match query.get("continue").filter(|c| !c.is_empty()) {
+                Some(token) => match token.split_once(':').and_then(|(v, key)| {
+                    let (namespace, name) = key.split_once('/')?;
+                    Some((
+                        v.parse::<u64>().ok()?,
+                        Some((namespace.to_string(), name.to_string())),
+                    ))
+                }) {
+                    Some(parsed) => parsed,
+                    None => return Some(bad_request("malformed continue token").into_response()),
+                },
+                None => (store.version, None),
+            };
+            let limit = query
+                .get("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|l| *l > 0)
+                .unwrap_or(usize::MAX);
+            let key_of = |o: &Value| {
+                let meta = &o["metadata"];
+                (
+                    meta["namespace"].as_str().unwrap_or_default().to_string(),
+                    meta["name"].as_str().unwrap_or_default().to_string(),
+                )
+            };
+            let rest: Vec<Value> = all
+                .into_iter()
+                .filter(|o| after.as_ref().is_none_or(|after| key_of(o) > *after))
+                .collect();
+            let items: Vec<Value> = rest.iter().take(limit).cloned().collect();
+            let mut list_meta = json!({"resourceVersion": version.to_string()});
+            if let Some(last) = items.last().filter(|_| rest.len() > limit) {
+                let (namespace, name) = key_of(last);
+                list_meta["continue"] = json!(format!("{version}:{namespace}/{name}"));
+                list_meta["remainingItemCount"] = json!(rest.len() - limit);
+            }
             let list_kind = if metadata_only {
                 "PartialObjectMetadataList".to_string()
             } else {
@@ -695,7 +734,7 @@ pub async fn handle(
             Ok((
                 StatusCode::OK,
                 json!({"kind": list_kind, "apiVersion": api,
-                       "metadata": {"resourceVersion": store.version.to_string()}, "items": items}),
+                       "metadata": list_meta, "items": items}),
             ))
         }
         (Method::GET, Some(name)) => {
