@@ -336,7 +336,7 @@ impl Store {
         kind: Kind,
         ns: &str,
         name: &str,
-        mut object: Value,
+        object: Value,
         subresource: Option<&str>,
         manager: &str,
     ) -> Result<Value, Refusal> {
@@ -363,18 +363,32 @@ impl Store {
                 Some(json!({"name": name, "kind": kind.plural})),
             ));
         }
+        Ok(self.write_over(&key, kind, &live, object, subresource, manager))
+    }
+
+    /// Stores `object` in place of `live` (a replace or a patch): what the server sets stays its own.
+    fn write_over(
+        &mut self,
+        key: &Key,
+        kind: Kind,
+        live: &Value,
+        mut object: Value,
+        subresource: Option<&str>,
+        manager: &str,
+    ) -> Value {
         for field in [
             "uid",
             "creationTimestamp",
             "namespace",
             "name",
             "generation",
+            "resourceVersion",
         ] {
             object["metadata"][field] = live["metadata"][field].clone();
         }
-        let object = self.with_subresource_rules(kind, &live, object, subresource);
-        let changed = self.take_changed(&key, &live, &object, manager, "Update");
-        Ok(self.store(&key, kind, object, changed))
+        let object = self.with_subresource_rules(kind, live, object, subresource);
+        let changed = self.take_changed(key, live, &object, manager, "Update");
+        self.store(key, kind, object, changed)
     }
 
     /// Applies a merge patch (RFC 7386) to an object or its status.
@@ -398,18 +412,7 @@ impl Store {
         };
         let mut object = live.clone();
         merge(&mut object, patch);
-        for field in [
-            "uid",
-            "creationTimestamp",
-            "namespace",
-            "name",
-            "resourceVersion",
-        ] {
-            object["metadata"][field] = live["metadata"][field].clone();
-        }
-        let object = self.with_subresource_rules(kind, &live, object, subresource);
-        let changed = self.take_changed(&key, &live, &object, manager, "Update");
-        Ok(self.store(&key, kind, object, changed))
+        Ok(self.write_over(&key, kind, &live, object, subresource, manager))
     }
 
     /// Server-side apply (see the module doc).
