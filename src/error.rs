@@ -16,6 +16,8 @@ pub enum ErrorKind {
     DeadlineExceeded,
     ResourceExhausted,
     FailedPrecondition,
+    /// The backend's answer failed its own checksum.
+    DataLoss,
     Internal,
 }
 
@@ -140,6 +142,22 @@ pub enum Reason {
     AwsUnavailable,
     /// AWS (or the Pod Identity Agent) could not be reached in time.
     AwsUnreachable,
+    /// No GCP identity pool: neither `--gcp-project` nor an `external_account` credentials file.
+    GcpNotConfigured,
+    /// `auth: provider-adc` without `--gcp-allow-provider-adc`.
+    ProviderAdcNotAllowed,
+    /// GCP's token exchange (STS) or impersonation (IAM Credentials) refused the pod.
+    GcpLoginFailed,
+    /// GCP refused the pod's identity access to a resource.
+    GcpPermissionDenied,
+    /// GCP refused a request as malformed.
+    GcpBadRequest,
+    /// GCP could not be reached, or answered with a server error, through the retries.
+    GcpUnavailable,
+    /// A payload whose checksum (`dataCrc32c`) does not match its data.
+    ChecksumMismatch,
+    /// `extractJSONKey` / `extractYAMLKey` found nothing, or the payload is not JSON / YAML.
+    ExtractKeyNotFound,
     /// The Kubernetes API could not be reached or refused the provider.
     KubernetesUnavailable,
     /// A Kubernetes object the mount needs (service account, node) does not exist.
@@ -152,7 +170,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for documentation and tests of the label set.
-    pub const ALL: [Reason; 62] = [
+    pub const ALL: [Reason; 70] = [
         Reason::InvalidAttributes,
         Reason::InvalidSecrets,
         Reason::InvalidServiceAccountTokens,
@@ -211,6 +229,14 @@ impl Reason {
         Reason::AwsBadRequest,
         Reason::AwsUnavailable,
         Reason::AwsUnreachable,
+        Reason::GcpNotConfigured,
+        Reason::ProviderAdcNotAllowed,
+        Reason::GcpLoginFailed,
+        Reason::GcpPermissionDenied,
+        Reason::GcpBadRequest,
+        Reason::GcpUnavailable,
+        Reason::ChecksumMismatch,
+        Reason::ExtractKeyNotFound,
         Reason::KubernetesUnavailable,
         Reason::KubernetesObjectNotFound,
         Reason::MountTimeout,
@@ -278,6 +304,14 @@ impl Reason {
             Self::AwsBadRequest => "AwsBadRequest",
             Self::AwsUnavailable => "AwsUnavailable",
             Self::AwsUnreachable => "AwsUnreachable",
+            Self::GcpNotConfigured => "GcpNotConfigured",
+            Self::ProviderAdcNotAllowed => "ProviderAdcNotAllowed",
+            Self::GcpLoginFailed => "GcpLoginFailed",
+            Self::GcpPermissionDenied => "GcpPermissionDenied",
+            Self::GcpBadRequest => "GcpBadRequest",
+            Self::GcpUnavailable => "GcpUnavailable",
+            Self::ChecksumMismatch => "ChecksumMismatch",
+            Self::ExtractKeyNotFound => "ExtractKeyNotFound",
             Self::KubernetesUnavailable => "KubernetesUnavailable",
             Self::KubernetesObjectNotFound => "KubernetesObjectNotFound",
             Self::MountTimeout => "MountTimeout",

@@ -155,13 +155,13 @@ impl TokenSource {
         self.token_checked(request, caller, audience, true).await
     }
 
-    /// The pod's token for an audience the backend's own code fixes (AWS STS, EKS Pod Identity),
-    /// which no SecretProviderClass can change.
+    /// The pod's token for an audience the backend's own code or the admin fixes (AWS STS, EKS Pod
+    /// Identity, the GCP workload identity pool), which no SecretProviderClass can change.
     pub async fn token_for_fixed_audience(
         &self,
         request: &MountRequest,
         caller: &Caller,
-        audience: &'static str,
+        audience: &str,
     ) -> MountResult<Zeroizing<String>> {
         self.token_checked(request, caller, audience, false).await
     }

@@ -178,6 +178,7 @@ pub fn to_status(error: MountError) -> Status {
         ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
         ErrorKind::ResourceExhausted => Code::ResourceExhausted,
         ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::DataLoss => Code::DataLoss,
         ErrorKind::Internal => Code::Internal,
     };
     let mut status = Status::new(code, format!("{}: {}", error.reason, error.message));

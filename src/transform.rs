@@ -111,6 +111,33 @@ pub fn value_of_key(object: &Value, key: &str, what: &str) -> MountResult<Zeroiz
     }))
 }
 
+/// The bytes at a dotted `path` of a parsed payload (`a.b.c`; a key of the top-level object that is
+/// exactly `path`, dots and all, wins; a part that is a number indexes a list): strings as they are,
+/// any other value as compact JSON.
+pub fn value_at_path(root: &Value, path: &str, what: &str) -> MountResult<Zeroizing<Vec<u8>>> {
+    let not_found = || {
+        MountError::not_found(
+            Reason::ExtractKeyNotFound,
+            format!("{what} has nothing at {path:?}"),
+        )
+    };
+    let found = match root.as_object().and_then(|map| map.get(path)) {
+        Some(exact) => exact,
+        None => path
+            .split('.')
+            .try_fold(root, |value, part| match value {
+                Value::Object(map) => map.get(part),
+                Value::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
+                _ => None,
+            })
+            .ok_or_else(not_found)?,
+    };
+    Ok(Zeroizing::new(match found {
+        Value::String(text) => text.as_bytes().to_vec(),
+        other => other.to_string().into_bytes(),
+    }))
+}
+
 /// Decodes a value as its object's `encoding` says.
 pub fn decode(
     encoding: Encoding,
@@ -164,6 +191,28 @@ fn decode_hex(text: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_at_dotted_paths() {
+        let root: Value = serde_json::json!({
+            "a": {"b": {"c": "deep"}, "n": 5, "list": ["x", {"y": true}]},
+            "a.b": "exact wins",
+            "server_port": 8080
+        });
+        let at = |path: &str| {
+            value_at_path(&root, path, "the payload")
+                .map(|v| String::from_utf8(v.to_vec()).unwrap())
+        };
+        assert_eq!(at("a.b.c").unwrap(), "deep");
+        assert_eq!(at("a.b").unwrap(), "exact wins");
+        assert_eq!(at("a.n").unwrap(), "5");
+        assert_eq!(at("a.list.1").unwrap(), r#"{"y":true}"#);
+        assert_eq!(at("server_port").unwrap(), "8080");
+        let missing = at("a.nope").unwrap_err();
+        assert_eq!(missing.reason, Reason::ExtractKeyNotFound);
+        assert!(at("a.b.c.d").is_err());
+        assert!(at("").is_err());
+    }
 
     #[test]
     fn parsed_sizes_count_values_outside_strings() {

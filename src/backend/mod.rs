@@ -11,7 +11,11 @@ pub mod aws;
 pub mod fetch;
 pub mod file;
 pub mod file_root;
+#[cfg(feature = "gcp")]
+pub mod gcp;
 pub mod objects;
+#[cfg(any(feature = "aws", feature = "gcp"))]
+pub mod retry;
 #[cfg(feature = "vault")]
 pub mod vault;
 
@@ -43,6 +47,9 @@ pub struct BackendFlags {
     #[cfg(feature = "aws")]
     #[command(flatten)]
     pub aws: aws::AwsFlags,
+    #[cfg(feature = "gcp")]
+    #[command(flatten)]
+    pub gcp: gcp::GcpFlags,
     #[command(flatten)]
     pub kubernetes: KubernetesFlags,
 }
@@ -154,6 +161,12 @@ pub fn build(flags: &BackendFlags, shared: &SharedParts) -> Result<Backends, Bui
         #[cfg(feature = "aws")]
         Arc::new(aws::AwsBackend::from_flags(
             &flags.aws,
+            &flags.fetch,
+            shared,
+        )?),
+        #[cfg(feature = "gcp")]
+        Arc::new(gcp::GcpBackend::from_flags(
+            &flags.gcp,
             &flags.fetch,
             shared,
         )?),

@@ -1,5 +1,6 @@
-//! The `objects` parameter shared by every backend: a YAML list of entries, as the official Vault and
-//! GCP providers write it, or the driver's `array:` form (a list of YAML strings, one entry each).
+//! The `objects` parameter shared by every backend (the GCP backend's is named `secrets`): a YAML list
+//! of entries, as the official Vault and GCP providers write it, or the driver's `array:` form (a list of
+//! YAML strings, one entry each).
 //!
 //! Every pod of a workload sends the same `objects` text, and YAML parsing was the largest single cost of
 //! a file-backend mount (about a fifth of the provider's CPU), so [`ObjectListCache`] keeps recent parse
@@ -32,13 +33,21 @@ const CACHE_ENTRIES: usize = 128;
 
 /// Recently parsed `objects` lists of one backend.
 pub struct ObjectListCache<T> {
+    /// The parameter holding the list.
+    parameter: &'static str,
     max_objects: usize,
     entries: Mutex<HashMap<String, Arc<Vec<T>>>>,
 }
 
 impl<T: DeserializeOwned> ObjectListCache<T> {
     pub fn new(max_objects: usize) -> Self {
+        Self::of_parameter(OBJECTS_PARAMETER, max_objects)
+    }
+
+    /// A cache of the list in `parameter`.
+    pub fn of_parameter(parameter: &'static str, max_objects: usize) -> Self {
         Self {
+            parameter,
             max_objects,
             entries: Mutex::new(HashMap::new()),
         }
@@ -46,11 +55,11 @@ impl<T: DeserializeOwned> ObjectListCache<T> {
 
     /// The request's `objects`, parsed (or as parsed before from the same text).
     pub fn parse(&self, request: &MountRequest) -> MountResult<Arc<Vec<T>>> {
-        let text = request.parameter(OBJECTS_PARAMETER).unwrap_or("");
+        let text = request.parameter(self.parameter).unwrap_or("");
         if let Some(hit) = self.lock().get(text) {
             return Ok(hit.clone());
         }
-        let parsed = Arc::new(parse_objects_text(text, self.max_objects)?);
+        let parsed = Arc::new(parse_objects_text(text, self.parameter, self.max_objects)?);
         if text.len() <= MAX_CACHED_TEXT {
             let mut entries = self.lock();
             if entries.len() >= CACHE_ENTRIES
@@ -71,44 +80,49 @@ impl<T: DeserializeOwned> ObjectListCache<T> {
     }
 }
 
-/// Parses `objects` into the backend's entry type, refusing an empty list and more than `max_objects`.
-fn parse_objects_text<T: DeserializeOwned>(text: &str, max_objects: usize) -> MountResult<Vec<T>> {
+/// Parses the list in `parameter` into the backend's entry type, refusing an empty list and more than
+/// `max_objects`.
+fn parse_objects_text<T: DeserializeOwned>(
+    text: &str,
+    parameter: &str,
+    max_objects: usize,
+) -> MountResult<Vec<T>> {
     let text = text.trim();
     if text.is_empty() {
         return Err(MountError::invalid(
             Reason::MissingObjects,
-            "the parameter \"objects\" is missing or empty: list at least one object",
+            format!("the parameter {parameter:?} is missing or empty: list at least one object"),
         ));
     }
     let entries = if text.starts_with("array:") {
-        let wrapped: ArrayForm = parse_yaml(text, "objects")?;
-        check_count(wrapped.array.len(), max_objects)?;
+        let wrapped: ArrayForm = parse_yaml(text, parameter)?;
+        check_count(wrapped.array.len(), parameter, max_objects)?;
         wrapped
             .array
             .iter()
             .enumerate()
-            .map(|(i, entry)| parse_yaml(entry, &format!("objects.array[{i}]")))
+            .map(|(i, entry)| parse_yaml(entry, &format!("{parameter}.array[{i}]")))
             .collect::<MountResult<Vec<T>>>()?
     } else {
-        let entries: Vec<T> = parse_yaml(text, "objects")?;
-        check_count(entries.len(), max_objects)?;
+        let entries: Vec<T> = parse_yaml(text, parameter)?;
+        check_count(entries.len(), parameter, max_objects)?;
         entries
     };
     if entries.is_empty() {
         return Err(MountError::invalid(
             Reason::MissingObjects,
-            "the parameter \"objects\" is an empty list: list at least one object",
+            format!("the parameter {parameter:?} is an empty list: list at least one object"),
         ));
     }
     Ok(entries)
 }
 
-fn check_count(count: usize, max_objects: usize) -> MountResult<()> {
+fn check_count(count: usize, parameter: &str, max_objects: usize) -> MountResult<()> {
     if count > max_objects {
         return Err(MountError::invalid(
             Reason::TooManyObjects,
             format!(
-                "\"objects\" lists {count} entries; one mount may hold at most {max_objects} \
+                "{parameter:?} lists {count} entries; one mount may hold at most {max_objects} \
                  (provider flag --max-objects)"
             ),
         ));

@@ -151,7 +151,7 @@ impl Failure {
             (_, ErrorKind::Unavailable | ErrorKind::DeadlineExceeded) => {
                 ("BackendUnavailable", Retry::Backoff)
             }
-            (_, ErrorKind::FailedPrecondition | ErrorKind::Internal) => {
+            (_, ErrorKind::FailedPrecondition | ErrorKind::DataLoss | ErrorKind::Internal) => {
                 ("FetchFailed", Retry::Backoff)
             }
         };

@@ -2,6 +2,8 @@
 //! builds Mount requests the way the driver does, and finds the test tools the test command installs.
 #![allow(dead_code)]
 
+#[cfg(feature = "gcp")]
+pub mod fake_gcp;
 pub mod fake_kube;
 pub mod fake_store;
 #[cfg(feature = "vault")]

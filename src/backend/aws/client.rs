@@ -12,24 +12,20 @@
 //! in the failover region (when the mount has one); anything else fails the mount (as the AWS provider
 //! does: a 4xx in the primary region is an answer).
 
-use std::time::Duration;
-
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use aws_smithy_runtime_api::client::result::SdkError;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::params::Target;
+use crate::backend::retry::Retried;
+pub use crate::backend::retry::with_retries;
 use crate::error::{ErrorKind, MountError, Reason};
 
 /// Most ids one `BatchGetSecretValue` call takes.
 pub const SECRETS_PER_BATCH: usize = 20;
 /// Most names one `GetParameters` call takes.
 pub const PARAMETERS_PER_BATCH: usize = 10;
-/// Attempts of one call (the first and its retries).
-const ATTEMPTS: u32 = 5;
-/// The first retry's backoff; each further one doubles it (full jitter).
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 pub use crate::error::first_line as short;
 
@@ -55,14 +51,24 @@ pub struct CallFailure {
     pub message: String,
 }
 
+impl Retried for CallFailure {
+    fn is_retried(&self) -> bool {
+        self.class != FailureClass::Client
+    }
+
+    fn no_answer_in_time() -> Self {
+        CallFailure {
+            class: FailureClass::Unreachable,
+            code: String::new(),
+            message: "no answer within the mount's deadline".into(),
+        }
+    }
+}
+
 impl CallFailure {
     /// Whether the failover region is asked after this failure.
     pub fn fails_over(&self) -> bool {
         matches!(self.class, FailureClass::Server | FailureClass::Unreachable)
-    }
-
-    fn is_retried(&self) -> bool {
-        self.class != FailureClass::Client
     }
 
     /// From an SDK error.
@@ -186,46 +192,6 @@ impl HasStatus for aws_smithy_runtime_api::http::Response {
     fn status(&self) -> u16 {
         self.status().as_u16()
     }
-}
-
-/// Makes `attempt` until it succeeds, fails for good, or the deadline leaves no room for a retry.
-pub async fn with_retries<T, F, Fut>(deadline: Instant, mut attempt: F) -> Result<T, CallFailure>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, CallFailure>>,
-{
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let result = match tokio::time::timeout_at(deadline, attempt()).await {
-            Ok(result) => result,
-            Err(_) => Err(CallFailure {
-                class: FailureClass::Unreachable,
-                code: String::new(),
-                message: "no answer within the mount's deadline".into(),
-            }),
-        };
-        let failure = match result {
-            Ok(value) => return Ok(value),
-            Err(failure) => failure,
-        };
-        let backoff = jittered(FIRST_BACKOFF * 2u32.pow(tries - 1));
-        if !failure.is_retried() || tries >= ATTEMPTS || Instant::now() + backoff >= deadline {
-            return Err(failure);
-        }
-        tokio::time::sleep(backoff).await;
-    }
-}
-
-/// Full jitter: a random share of `ceiling` (at least a tenth of it).
-fn jittered(ceiling: Duration) -> Duration {
-    let mut byte = [0u8; 2];
-    let share = if getrandom::fill(&mut byte).is_ok() {
-        f64::from(u16::from_le_bytes(byte)) / f64::from(u16::MAX)
-    } else {
-        0.5
-    };
-    ceiling.mul_f64(0.1 + 0.9 * share)
 }
 
 /// One read value, as AWS sent it.
@@ -458,6 +424,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retries_stop_at_the_deadline_and_on_client_errors() {
+        use crate::backend::retry::ATTEMPTS;
+        use std::time::Duration;
         let failure = |class| CallFailure {
             class,
             code: String::new(),

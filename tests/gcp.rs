@@ -1,0 +1,510 @@
+//! The `gcp` backend end to end: the real provider binary through its socket, the in-repo fake of
+//! Google's STS, IAM Credentials, Secret Manager and Parameter Manager APIs (no emulator exists), and the
+//! fake Kubernetes API for the pods' service accounts.
+#![cfg(feature = "gcp")]
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use support::fake_gcp::{FakeGcp, FakeGcpConfig, Who};
+use support::fake_kube::FakeKube;
+use support::identity::{JwtIssuer, tokens_attribute};
+use support::{NAMESPACE, OPENCLAW_KEYS, Provider, attributes, raw_request};
+
+const PROJECT: &str = "acme-prod";
+const NUMBER: &str = "424242424242";
+const POOL: &str = "acme-prod.svc.id.goog";
+const CLUSTER_AUDIENCE: &str = "identitynamespace:acme-prod.svc.id.goog:https://container.googleapis.com/v1/projects/acme-prod/locations/us-central1/clusters/c1";
+const GSA: &str = "openclaw@acme-prod.iam.gserviceaccount.com";
+
+/// The fake Google APIs, the fake Kubernetes API (service account `openclaw`, and `impersonating`
+/// annotated with a Google service account) and a provider pointed at both, on GKE settings.
+struct Gcp {
+    google: FakeGcp,
+    kube: FakeKube,
+    provider: Provider,
+    issuer: JwtIssuer,
+}
+
+impl Gcp {
+    async fn start(flags: &[&str]) -> Self {
+        let issuer = JwtIssuer::generate();
+        let google = FakeGcp::start(
+            FakeGcpConfig::new(CLUSTER_AUDIENCE, POOL)
+                .project_number(PROJECT, NUMBER)
+                .verify_with(&issuer.public_pem()),
+        )
+        .await;
+        let kube = FakeKube::start();
+        kube.add_service_account(NAMESPACE, "openclaw", &[]);
+        kube.add_service_account(
+            NAMESPACE,
+            "impersonating",
+            &[("iam.gke.io/gcp-service-account", GSA)],
+        );
+        let kubeconfig = kube.kubeconfig.display().to_string();
+        let sts = format!("{}/v1/identitybindingtoken", google.url);
+        let mut all = vec![
+            "--kubeconfig",
+            &kubeconfig,
+            "--gcp-project",
+            PROJECT,
+            "--gcp-cluster-location",
+            "us-central1",
+            "--gcp-cluster-name",
+            "c1",
+            "--gcp-sts-endpoint",
+            &sts,
+            "--gcp-iam-credentials-endpoint",
+            &google.url,
+            "--gcp-secretmanager-endpoint",
+            &google.url,
+            "--gcp-parametermanager-endpoint",
+            &google.url,
+        ];
+        if !flags.contains(&"--cache-ttl") {
+            all.extend(["--cache-ttl", "0"]);
+        }
+        all.extend_from_slice(flags);
+        let provider = Provider::start_with_env(&all, &[("NO_PROXY", "127.0.0.1")]);
+        Self {
+            google,
+            kube,
+            provider,
+            issuer,
+        }
+    }
+
+    /// The three OpenClaw keys, one secret each, readable by service account `openclaw`.
+    fn seed_openclaw_keys(&self) {
+        for (name, value) in OPENCLAW_KEYS {
+            self.google
+                .put_secret_version(PROJECT, None, name, value.as_bytes());
+            self.google
+                .grant_secret(PROJECT, None, name, Who::pod(NAMESPACE, "openclaw"));
+        }
+    }
+
+    /// A mount of `secrets` by a pod of `account`, with its own token for the pool.
+    async fn mount(
+        &self,
+        account: &str,
+        secrets: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Mounted, tonic::Status> {
+        self.mount_with(account, account, secrets, extra, &[]).await
+    }
+
+    /// A mount by a pod of `account` presenting `token_of`'s token, telling the versions it holds.
+    async fn mount_with(
+        &self,
+        account: &str,
+        token_of: &str,
+        secrets: &str,
+        extra: &[(&str, &str)],
+        held: &[(&str, &str)],
+    ) -> Result<Mounted, tonic::Status> {
+        let token = self.issuer.token(
+            &format!("system:serviceaccount:{NAMESPACE}:{token_of}"),
+            &[POOL],
+        );
+        let tokens = tokens_attribute(POOL, &token);
+        let mut parameters = vec![
+            ("backend", "gcp"),
+            ("secrets", secrets),
+            ("csi.storage.k8s.io/serviceAccount.name", account),
+            ("csi.storage.k8s.io/serviceAccount.tokens", tokens.as_str()),
+        ];
+        parameters.extend_from_slice(extra);
+        let mut request = raw_request(&serde_json::to_string(&attributes(&parameters)).unwrap());
+        request.current_object_version = held
+            .iter()
+            .map(
+                |(id, version)| openclaw_csi_provider::proto::ObjectVersion {
+                    id: id.to_string(),
+                    version: version.to_string(),
+                },
+            )
+            .collect();
+        self.provider.mount(request).await.map(Mounted)
+    }
+}
+
+struct Mounted(openclaw_csi_provider::proto::MountResponse);
+
+/// Paths only: a test that fails never prints a value.
+impl std::fmt::Debug for Mounted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let paths: Vec<&str> = self.0.files.iter().map(|f| f.path.as_str()).collect();
+        write!(f, "Mounted {paths:?}")
+    }
+}
+
+impl Mounted {
+    fn file(&self, path: &str) -> String {
+        let file = self
+            .0
+            .files
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("no file {path}"));
+        String::from_utf8(file.contents.clone()).unwrap()
+    }
+
+    fn mode(&self, path: &str) -> i32 {
+        self.0.files.iter().find(|f| f.path == path).unwrap().mode
+    }
+
+    fn versions(&self) -> BTreeMap<String, String> {
+        self.0
+            .object_version
+            .iter()
+            .map(|v| (v.id.clone(), v.version.clone()))
+            .collect()
+    }
+}
+
+fn openclaw_secrets() -> String {
+    OPENCLAW_KEYS
+        .iter()
+        .map(|(name, _)| {
+            format!("- resourceName: projects/{PROJECT}/secrets/{name}/versions/latest\n  path: {name}\n")
+        })
+        .collect()
+}
+
+fn reason(status: &tonic::Status) -> &str {
+    status.message().split(':').next().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_openclaw_keys_from_three_secrets_with_one_token_exchange() {
+    let gcp = Gcp::start(&[]).await;
+    gcp.seed_openclaw_keys();
+    let mounted = gcp
+        .mount("openclaw", &openclaw_secrets(), &[])
+        .await
+        .unwrap();
+    for (name, value) in OPENCLAW_KEYS {
+        assert_eq!(mounted.file(name), value);
+        assert_eq!(
+            mounted.versions()[&format!("gcp/{name}")],
+            format!("projects/{NUMBER}/secrets/{name}/versions/1"),
+            "the resolved version, by number"
+        );
+    }
+    assert_eq!(gcp.google.exchanges(), 1);
+    assert_eq!(
+        gcp.google.impersonations(),
+        0,
+        "no annotation: the federated token"
+    );
+    // More mounts of the same identity: reads only, no exchange.
+    for _ in 0..3 {
+        gcp.mount("openclaw", &openclaw_secrets(), &[])
+            .await
+            .unwrap();
+    }
+    assert_eq!(gcp.google.exchanges(), 1);
+    assert_eq!(
+        gcp.google
+            .count(&format!("/v1/projects/{PROJECT}/secrets/")),
+        12
+    );
+    // A pod that presents another account's token gets nothing, kept token or not.
+    let stolen = gcp
+        .mount_with("openclaw", "intruder", &openclaw_secrets(), &[], &[])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&stolen), "ServiceAccountTokenMismatch");
+    let logs = gcp.provider.logs();
+    for (_, value) in OPENCLAW_KEYS {
+        assert!(!logs.contains(value), "a value in the logs");
+    }
+    assert!(!logs.contains("fed-"), "an access token in the logs");
+}
+
+#[tokio::test]
+async fn latest_rotating_is_seen_and_a_pinned_version_held_is_not_read_again() {
+    let gcp = Gcp::start(&[]).await;
+    gcp.seed_openclaw_keys();
+    let key = "ANTHROPIC_API_KEY";
+    let latest =
+        format!("- resourceName: projects/{PROJECT}/secrets/{key}/versions/latest\n  path: key\n");
+    let first = gcp.mount("openclaw", &latest, &[]).await.unwrap();
+    gcp.google
+        .put_secret_version(PROJECT, None, key, b"sk-ant-ROTATED");
+    let second = gcp.mount("openclaw", &latest, &[]).await.unwrap();
+    assert_eq!(second.file("key"), "sk-ant-ROTATED");
+    assert_ne!(first.versions(), second.versions());
+    assert!(second.versions()["gcp/key"].ends_with("/versions/2"));
+    // Pinned to version 1: a pod that holds version 1 (an older driver tells it) is served it again
+    // without a read; one that does not is read.
+    let pinned =
+        format!("- resourceName: projects/{PROJECT}/secrets/{key}/versions/1\n  path: key\n");
+    let read = gcp.mount("openclaw", &pinned, &[]).await.unwrap();
+    let held = read.versions()["gcp/key"].clone();
+    let reads = gcp.google.count("/v1/projects/");
+    let again = gcp
+        .mount_with("openclaw", "openclaw", &pinned, &[], &[("gcp/key", &held)])
+        .await
+        .unwrap();
+    assert_eq!(again.file("key"), OPENCLAW_KEYS[1].1);
+    assert_eq!(
+        gcp.google.count("/v1/projects/"),
+        reads,
+        "no read for the held version"
+    );
+    gcp.mount_with(
+        "openclaw",
+        "openclaw",
+        &pinned,
+        &[],
+        &[("gcp/key", "projects/x/secrets/y/versions/9")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(gcp.google.count("/v1/projects/"), reads + 1);
+}
+
+#[tokio::test]
+async fn regional_secrets_parameters_and_extraction() {
+    let gcp = Gcp::start(&[]).await;
+    let pod = || Who::pod(NAMESPACE, "openclaw");
+    gcp.google.put_secret_version(
+        PROJECT,
+        Some("europe-west4"),
+        "gateway",
+        br#"{"auth": {"token": "gw-REGIONAL"}, "limits": {"rpm": 60}}"#,
+    );
+    gcp.google
+        .grant_secret(PROJECT, Some("europe-west4"), "gateway", pod());
+    gcp.google.put_parameter_version(
+        PROJECT,
+        "global",
+        "openclaw-config",
+        "v1",
+        b"server:\n  port: 8080\n  host: gw.internal\nmodels: [claude, gpt]\n",
+        "YAML",
+    );
+    gcp.google
+        .grant_parameter(PROJECT, "global", "openclaw-config", pod());
+    let secrets = format!(
+        "- resourceName: projects/{PROJECT}/locations/europe-west4/secrets/gateway/versions/latest\n\
+         \x20 path: token\n  extractJSONKey: auth.token\n  mode: 0400\n\
+         - resourceName: projects/{PROJECT}/locations/europe-west4/secrets/gateway/versions/latest\n\
+         \x20 path: limits.json\n  extractJSONKey: limits\n\
+         - resourceName: projects/{PROJECT}/locations/global/parameters/openclaw-config/versions/v1\n\
+         \x20 path: config/port\n  extractYAMLKey: server.port\n\
+         - resourceName: projects/{PROJECT}/locations/global/parameters/openclaw-config/versions/v1\n\
+         \x20 fileName: config/models\n  extractYAMLKey: models\n"
+    );
+    let mounted = gcp.mount("openclaw", &secrets, &[]).await.unwrap();
+    assert_eq!(mounted.file("token"), "gw-REGIONAL");
+    assert_eq!(mounted.mode("token"), 0o400);
+    assert_eq!(mounted.file("limits.json"), r#"{"rpm":60}"#);
+    assert_eq!(mounted.file("config/port"), "8080");
+    assert_eq!(mounted.file("config/models"), r#"["claude","gpt"]"#);
+    // One read per distinct resource, at its regional path.
+    assert_eq!(
+        gcp.google.count(&format!(
+            "/v1/projects/{PROJECT}/locations/europe-west4/secrets/gateway/"
+        )),
+        1
+    );
+    assert_eq!(
+        gcp.google.count(&format!(
+            "/v1/projects/{PROJECT}/locations/global/parameters/openclaw-config/"
+        )),
+        1
+    );
+    let missing = gcp
+        .mount(
+            "openclaw",
+            &format!(
+                "- resourceName: projects/{PROJECT}/locations/global/parameters/openclaw-config/versions/v1\n\
+                 \x20 path: x\n  extractYAMLKey: server.nope\n"
+            ),
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    assert_eq!(reason(&missing), "ExtractKeyNotFound");
+}
+
+#[tokio::test]
+async fn impersonation_follows_the_service_account_annotation() {
+    let gcp = Gcp::start(&[]).await;
+    gcp.google
+        .put_secret_version(PROJECT, None, "db", b"db-VALUE-MUST-NOT-LEAK");
+    gcp.google
+        .grant_secret(PROJECT, None, "db", Who::service_account(GSA));
+    gcp.google
+        .allow_impersonation(NAMESPACE, "impersonating", GSA);
+    let secrets =
+        format!("- resourceName: projects/{PROJECT}/secrets/db/versions/latest\n  path: db\n");
+    let mounted = gcp.mount("impersonating", &secrets, &[]).await.unwrap();
+    assert_eq!(mounted.file("db"), "db-VALUE-MUST-NOT-LEAK");
+    gcp.mount("impersonating", &secrets, &[]).await.unwrap();
+    assert_eq!(
+        (gcp.google.exchanges(), gcp.google.impersonations()),
+        (1, 1)
+    );
+    // The account without the annotation reads as itself, and is refused: the grant is the GSA's.
+    let denied = gcp.mount("openclaw", &secrets, &[]).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    assert_eq!(reason(&denied), "GcpPermissionDenied");
+    assert!(
+        denied.message().contains("openclaw/openclaw")
+            && denied
+                .message()
+                .contains("projects/acme-prod/secrets/db/versions/latest"),
+        "{}",
+        denied.message()
+    );
+    // An annotation naming an account the pod may not impersonate: the step that failed is named.
+    gcp.kube.add_service_account(
+        NAMESPACE,
+        "overreaching",
+        &[(
+            "iam.gke.io/gcp-service-account",
+            "admin@acme-prod.iam.gserviceaccount.com",
+        )],
+    );
+    let refused = gcp.mount("overreaching", &secrets, &[]).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert_eq!(reason(&refused), "GcpLoginFailed");
+    assert!(
+        refused.message().contains("generateAccessToken"),
+        "{}",
+        refused.message()
+    );
+}
+
+#[tokio::test]
+async fn failures_name_the_resource_and_the_cause() {
+    let gcp = Gcp::start(&[]).await;
+    gcp.seed_openclaw_keys();
+    let one = |name: &str, version: &str| {
+        format!("- resourceName: projects/{PROJECT}/secrets/{name}/versions/{version}\n  path: f\n")
+    };
+    // A payload that does not match its checksum.
+    gcp.google.corrupt_checksum(PROJECT, "OPENAI_API_KEY", true);
+    let corrupt = gcp
+        .mount("openclaw", &one("OPENAI_API_KEY", "latest"), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(corrupt.code(), tonic::Code::DataLoss);
+    assert_eq!(reason(&corrupt), "ChecksumMismatch");
+    // A disabled version, asked by number and as latest (no fallback to an older one).
+    gcp.google
+        .put_secret_version(PROJECT, None, "ANTHROPIC_API_KEY", b"v2");
+    gcp.google
+        .set_version_state(PROJECT, None, "ANTHROPIC_API_KEY", 2, "DISABLED");
+    for version in ["2", "latest"] {
+        let disabled = gcp
+            .mount("openclaw", &one("ANTHROPIC_API_KEY", version), &[])
+            .await
+            .unwrap_err();
+        assert_eq!(disabled.code(), tonic::Code::NotFound, "{version}");
+        assert!(
+            disabled.message().contains("DISABLED"),
+            "{}",
+            disabled.message()
+        );
+    }
+    let missing = gcp
+        .mount("openclaw", &one("OPENCLAW_GATEWAY_TOKEN", "7"), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    assert!(missing.message().contains(&format!(
+        "projects/{PROJECT}/secrets/OPENCLAW_GATEWAY_TOKEN/versions/7"
+    )));
+    // Throttling inside the deadline is retried; throttling that lasts ends in ResourceExhausted.
+    gcp.google.throttle_next(2);
+    let after = gcp
+        .mount("openclaw", &one("OPENCLAW_GATEWAY_TOKEN", "latest"), &[])
+        .await
+        .unwrap();
+    assert_eq!(after.file("f"), OPENCLAW_KEYS[0].1);
+    gcp.google.throttle_next(1000);
+    let throttled = gcp
+        .mount("openclaw", &one("OPENCLAW_GATEWAY_TOKEN", "latest"), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(throttled.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(reason(&throttled), "BackendThrottled");
+    gcp.google.throttle_next(0);
+    // provider-adc is the admin's choice, not the pod's.
+    let adc = gcp
+        .mount(
+            "openclaw",
+            &one("OPENCLAW_GATEWAY_TOKEN", "latest"),
+            &[("auth", "provider-adc")],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(adc.code(), tonic::Code::PermissionDenied);
+    assert!(adc.message().contains("--gcp-allow-provider-adc"));
+    // STS refusing a pod whose token is not kept yet.
+    gcp.kube.add_service_account(NAMESPACE, "fresh", &[]);
+    gcp.google.deny_sts(true);
+    let sts = gcp
+        .mount("fresh", &one("OPENCLAW_GATEWAY_TOKEN", "latest"), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&sts), "GcpLoginFailed");
+    assert!(
+        sts.message().contains("token exchange"),
+        "{}",
+        sts.message()
+    );
+    let logs = gcp.provider.logs();
+    assert!(!logs.contains("VALUE-MUST-NOT-LEAK"));
+}
+
+/// Everything in `secrets` is checked before any call: hostile resource names never reach a URL or a
+/// host name.
+#[tokio::test]
+async fn hostile_resource_names_are_refused_before_any_request() {
+    let gcp = Gcp::start(&[]).await;
+    for hostile in [
+        "projects/p/locations/evil.example.com/secrets/s/versions/1",
+        "projects/p/secrets/../../v1/projects/other/secrets/s/versions/1",
+        "projects/p/secrets/s/versions/1?alt=media",
+        "projects/p/secrets/s/versions/1:access#",
+        "//evil.example.com/projects/p/secrets/s/versions/1",
+    ] {
+        let secrets = format!("- resourceName: {hostile}\n  path: f\n");
+        let refused = gcp.mount("openclaw", &secrets, &[]).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{hostile}");
+    }
+    for (secrets, says) in [
+        (
+            "- resourceName: projects/p/secrets/s/versions/1\n  path: ../../etc/passwd\n",
+            "path",
+        ),
+        (
+            "- resourceName: projects/p/secrets/s/versions/1\n  path: f\n  extractJSONKey: a\n  extractYAMLKey: b\n",
+            "choose one",
+        ),
+        (
+            "- resourceName: projects/p/secrets/s/versions/1\n  path: f\n  unknownField: x\n",
+            "unknown",
+        ),
+        ("not a list", "secrets"),
+    ] {
+        let refused = gcp.mount("openclaw", secrets, &[]).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{secrets}");
+        assert!(refused.message().contains(says), "{}", refused.message());
+    }
+    assert_eq!(
+        gcp.google.requests().len(),
+        0,
+        "{:?}",
+        gcp.google.requests()
+    );
+}
