@@ -138,6 +138,35 @@ pub fn value_at_path(root: &Value, path: &str, what: &str) -> MountResult<Zeroiz
     }))
 }
 
+/// Parses a YAML payload into a JSON value, bounded like [`parse_json_answer`]: its parsed size is
+/// estimated first (every `:`, `-`, `,`, `[`, `{` and line may start a value) and a payload that could
+/// take more than `max_parsed` bytes is refused unparsed; aliases (`*name`) are refused, since each one
+/// replays its anchor's whole value (a few bytes of YAML can expand without bound).
+pub fn parse_yaml_answer(text: &[u8], max_parsed: usize) -> Result<JsonAnswer, JsonAnswerError> {
+    let values = text
+        .iter()
+        .filter(|b| matches!(b, b':' | b'-' | b',' | b'[' | b'{' | b'\n'))
+        .count()
+        .saturating_add(1);
+    let parsed = text.len().saturating_add(values.saturating_mul(64));
+    if parsed > max_parsed {
+        return Err(JsonAnswerError::TooLarge);
+    }
+    let text = std::str::from_utf8(text).map_err(|_| JsonAnswerError::NotJson)?;
+    let mut limits = serde_saphyr::options::AliasLimits::default();
+    limits.max_total_replayed_events = 0;
+    limits.max_replay_stack_depth = 0;
+    limits.max_alias_expansions_per_anchor = 0;
+    let mut options = serde_saphyr::Options::default();
+    options.alias_limits = limits;
+    let json =
+        serde_saphyr::from_str_with_options(text, options).map_err(|_| JsonAnswerError::NotJson)?;
+    Ok(JsonAnswer {
+        json,
+        bytes: parsed,
+    })
+}
+
 /// Decodes a value as its object's `encoding` says.
 pub fn decode(
     encoding: Encoding,
@@ -191,6 +220,23 @@ fn decode_hex(text: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yaml_payloads_are_bounded_and_aliases_refused() {
+        let plain = parse_yaml_answer(b"server:\n  port: 8080\nmodels: [a, b]\n", 4096).unwrap();
+        assert_eq!(plain.json["server"]["port"], 8080);
+        // An alias replays its anchor: refused, however small the text.
+        let bomb = b"a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b]\n";
+        assert_eq!(
+            parse_yaml_answer(bomb, 1 << 20).err(),
+            Some(JsonAnswerError::NotJson)
+        );
+        let dense = "- 1\n".repeat(1000);
+        assert_eq!(
+            parse_yaml_answer(dense.as_bytes(), 10_000).err(),
+            Some(JsonAnswerError::TooLarge)
+        );
+    }
 
     #[test]
     fn values_at_dotted_paths() {

@@ -295,3 +295,35 @@ fn check_takes_the_aws_example_and_finds_what_a_mount_would_refuse() {
         "{out}"
     );
 }
+
+#[cfg(feature = "gcp")]
+#[test]
+fn check_takes_the_gcp_example_and_finds_what_a_mount_would_refuse() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/openclaw-gcp.yaml");
+    let out = Command::new(BINARY)
+        .arg("check")
+        .arg("--spc")
+        .arg(&example)
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let dir = tempfile::tempdir().unwrap();
+    for (parameters, says) in [
+        (
+            "    backend: gcp\n    secrets: |\n      - resourceName: projects/p/locations/evil.example/secrets/s/versions/1\n        path: f\n",
+            "secrets[0].resourceName",
+        ),
+        (
+            "    backend: gcp\n    auth: provider-adc\n    secrets: |\n      - resourceName: projects/p/secrets/s/versions/1\n        path: f\n",
+            "--gcp-allow-provider-adc",
+        ),
+        (
+            "    backend: gcp\n    secret: |\n      - resourceName: projects/p/secrets/s/versions/1\n",
+            "secrets",
+        ),
+    ] {
+        let (code, out) = check(dir.path(), parameters, &[]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(says), "{says}: {out}");
+    }
+}

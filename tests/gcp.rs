@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use support::fake_gcp::{FakeGcp, FakeGcpConfig, Who};
+use support::fake_gcp::{FakeGcp, FakeGcpConfig, Metadata, Who};
 use support::fake_kube::FakeKube;
 use support::identity::{JwtIssuer, tokens_attribute};
 use support::{NAMESPACE, OPENCLAW_KEYS, Provider, attributes, raw_request};
@@ -25,13 +25,39 @@ struct Gcp {
     kube: FakeKube,
     provider: Provider,
     issuer: JwtIssuer,
+    /// The audience of the pods' tokens.
+    pool: String,
 }
 
 impl Gcp {
+    /// GKE settings: the pool from the provider's flags.
     async fn start(flags: &[&str]) -> Self {
+        Self::start_with(CLUSTER_AUDIENCE, POOL, flags, |google| {
+            vec![
+                "--gcp-project".into(),
+                PROJECT.into(),
+                "--gcp-cluster-location".into(),
+                "us-central1".into(),
+                "--gcp-cluster-name".into(),
+                "c1".into(),
+                "--gcp-sts-endpoint".into(),
+                format!("{}/v1/identitybindingtoken", google.url),
+            ]
+        })
+        .await
+    }
+
+    /// The fake accepting `sts_audience` with pod tokens for `pool`, and a provider started with
+    /// `identity(&fake)`'s flags for the pool, then `flags`.
+    async fn start_with(
+        sts_audience: &str,
+        pool: &str,
+        flags: &[&str],
+        identity: impl FnOnce(&FakeGcp) -> Vec<String>,
+    ) -> Self {
         let issuer = JwtIssuer::generate();
         let google = FakeGcp::start(
-            FakeGcpConfig::new(CLUSTER_AUDIENCE, POOL)
+            FakeGcpConfig::new(sts_audience, pool)
                 .project_number(PROJECT, NUMBER)
                 .verify_with(&issuer.public_pem()),
         )
@@ -43,36 +69,31 @@ impl Gcp {
             "impersonating",
             &[("iam.gke.io/gcp-service-account", GSA)],
         );
-        let kubeconfig = kube.kubeconfig.display().to_string();
-        let sts = format!("{}/v1/identitybindingtoken", google.url);
-        let mut all = vec![
-            "--kubeconfig",
-            &kubeconfig,
-            "--gcp-project",
-            PROJECT,
-            "--gcp-cluster-location",
-            "us-central1",
-            "--gcp-cluster-name",
-            "c1",
-            "--gcp-sts-endpoint",
-            &sts,
-            "--gcp-iam-credentials-endpoint",
-            &google.url,
-            "--gcp-secretmanager-endpoint",
-            &google.url,
-            "--gcp-parametermanager-endpoint",
-            &google.url,
+        let mut all: Vec<String> = vec![
+            "--kubeconfig".into(),
+            kube.kubeconfig.display().to_string(),
+            "--gcp-iam-credentials-endpoint".into(),
+            google.url.clone(),
+            "--gcp-secretmanager-endpoint".into(),
+            google.url.clone(),
+            "--gcp-parametermanager-endpoint".into(),
+            google.url.clone(),
+            "--gcp-metadata-endpoint".into(),
+            google.url.clone(),
         ];
+        all.extend(identity(&google));
         if !flags.contains(&"--cache-ttl") {
-            all.extend(["--cache-ttl", "0"]);
+            all.extend(["--cache-ttl".into(), "0".into()]);
         }
-        all.extend_from_slice(flags);
+        all.extend(flags.iter().map(|f| f.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
         let provider = Provider::start_with_env(&all, &[("NO_PROXY", "127.0.0.1")]);
         Self {
             google,
             kube,
             provider,
             issuer,
+            pool: pool.to_string(),
         }
     }
 
@@ -107,9 +128,9 @@ impl Gcp {
     ) -> Result<Mounted, tonic::Status> {
         let token = self.issuer.token(
             &format!("system:serviceaccount:{NAMESPACE}:{token_of}"),
-            &[POOL],
+            &[&self.pool],
         );
-        let tokens = tokens_attribute(POOL, &token);
+        let tokens = tokens_attribute(&self.pool, &token);
         let mut parameters = vec![
             ("backend", "gcp"),
             ("secrets", secrets),
@@ -239,13 +260,19 @@ async fn latest_rotating_is_seen_and_a_pinned_version_held_is_not_read_again() {
     assert_eq!(second.file("key"), "sk-ant-ROTATED");
     assert_ne!(first.versions(), second.versions());
     assert!(second.versions()["gcp/key"].ends_with("/versions/2"));
-    // Pinned to version 1: a pod that holds version 1 (an older driver tells it) is served it again
-    // without a read; one that does not is read.
+    // Pinned to version 1: an older driver's rotation calls tell the version the pod holds; the
+    // first such call reads (and keeps the payload), later ones are served without a read; a pod
+    // that holds another version is read.
     let pinned =
         format!("- resourceName: projects/{PROJECT}/secrets/{key}/versions/1\n  path: key\n");
     let read = gcp.mount("openclaw", &pinned, &[]).await.unwrap();
     let held = read.versions()["gcp/key"].clone();
+    let before = gcp.google.count("/v1/projects/");
+    gcp.mount_with("openclaw", "openclaw", &pinned, &[], &[("gcp/key", &held)])
+        .await
+        .unwrap();
     let reads = gcp.google.count("/v1/projects/");
+    assert_eq!(reads, before + 1, "the first rotation call reads");
     let again = gcp
         .mount_with("openclaw", "openclaw", &pinned, &[], &[("gcp/key", &held)])
         .await
@@ -363,6 +390,27 @@ async fn impersonation_follows_the_service_account_annotation() {
                 .contains("projects/acme-prod/secrets/db/versions/latest"),
         "{}",
         denied.message()
+    );
+    // Through a delegation chain: the pod may mint for the hop, the hop for the target.
+    let hop = "hop@acme-prod.iam.gserviceaccount.com";
+    gcp.kube.add_service_account(
+        NAMESPACE,
+        "delegating",
+        &[
+            ("iam.gke.io/gcp-service-account", GSA),
+            (
+                "iam.gke.io/gcp-service-account-delegates",
+                &format!(r#"["{hop}"]"#),
+            ),
+        ],
+    );
+    gcp.google.allow_impersonation(NAMESPACE, "delegating", hop);
+    gcp.google.allow_delegation(hop, GSA);
+    let delegated = gcp.mount("delegating", &secrets, &[]).await.unwrap();
+    assert_eq!(delegated.file("db"), "db-VALUE-MUST-NOT-LEAK");
+    assert_eq!(
+        gcp.google.delegates_seen().last().unwrap(),
+        &vec![format!("projects/-/serviceAccounts/{hop}")]
     );
     // An annotation naming an account the pod may not impersonate: the step that failed is named.
     gcp.kube.add_service_account(
@@ -507,4 +555,158 @@ async fn hostile_resource_names_are_refused_before_any_request() {
         "{:?}",
         gcp.google.requests()
     );
+}
+
+/// Outside GKE: workload identity federation from an `external_account` credentials file (its
+/// audience sent verbatim, its token_url used, its impersonation URL ignored).
+#[tokio::test]
+async fn federation_from_an_external_account_file() {
+    let audience = "//iam.googleapis.com/projects/424242424242/locations/global/workloadIdentityPools/onprem/providers/k8s";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("credentials.json");
+    let gcp = Gcp::start_with(audience, audience, &[], |google| {
+        let credentials = serde_json::json!({
+            "type": "external_account",
+            "audience": audience,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": format!("{}/v1/token", google.url),
+            "service_account_impersonation_url": format!(
+                "{}/v1/projects/-/serviceAccounts/{GSA}:generateAccessToken", google.url),
+            "credential_source": {"file": "/var/run/service-account/token"},
+        });
+        std::fs::write(&file, credentials.to_string()).unwrap();
+        vec!["--gcp-credentials-file".into(), file.display().to_string()]
+    })
+    .await;
+    gcp.seed_openclaw_keys();
+    let mounted = gcp
+        .mount("openclaw", &openclaw_secrets(), &[])
+        .await
+        .unwrap();
+    assert_eq!(mounted.file("OPENAI_API_KEY"), OPENCLAW_KEYS[2].1);
+    assert_eq!(gcp.google.count("/v1/token"), 1);
+    assert_eq!(
+        gcp.google.impersonations(),
+        0,
+        "the file's impersonation URL is not the pod's"
+    );
+}
+
+/// On GKE without the cluster flags, the metadata server names the project and cluster; with
+/// --gcp-allow-provider-adc, `auth: provider-adc` reads with the node's token from it.
+#[tokio::test]
+async fn the_metadata_server_completes_the_pool_and_serves_provider_adc() {
+    let gcp = Gcp::start_with(
+        CLUSTER_AUDIENCE,
+        POOL,
+        &["--gcp-allow-provider-adc"],
+        |google| {
+            google.serve_metadata(Metadata {
+                project: PROJECT.into(),
+                cluster_location: "us-central1".into(),
+                cluster_name: "c1".into(),
+                service_account: "node@acme-prod.iam.gserviceaccount.com".into(),
+            });
+            vec![
+                "--gcp-sts-endpoint".into(),
+                format!("{}/v1/identitybindingtoken", google.url),
+            ]
+        },
+    )
+    .await;
+    gcp.seed_openclaw_keys();
+    let mounted = gcp
+        .mount("openclaw", &openclaw_secrets(), &[])
+        .await
+        .unwrap();
+    assert_eq!(mounted.file("OPENCLAW_GATEWAY_TOKEN"), OPENCLAW_KEYS[0].1);
+    assert_eq!(
+        gcp.google.count("/computeMetadata/v1/instance/attributes/"),
+        2
+    );
+    gcp.mount("openclaw", &openclaw_secrets(), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        gcp.google.count("/computeMetadata/v1/"),
+        3,
+        "the pool is asked for once"
+    );
+    // provider-adc: the node's grant, not the pod's.
+    gcp.google
+        .put_secret_version(PROJECT, None, "node-only", b"node-VALUE");
+    gcp.google.grant_secret(
+        PROJECT,
+        None,
+        "node-only",
+        Who::service_account("node@acme-prod.iam.gserviceaccount.com"),
+    );
+    let secrets = format!(
+        "- resourceName: projects/{PROJECT}/secrets/node-only/versions/latest\n  path: f\n"
+    );
+    assert_eq!(
+        gcp.mount("openclaw", &secrets, &[("auth", "provider-adc")])
+            .await
+            .unwrap()
+            .file("f"),
+        "node-VALUE"
+    );
+    let as_pod = gcp.mount("openclaw", &secrets, &[]).await.unwrap_err();
+    assert_eq!(as_pod.code(), tonic::Code::PermissionDenied);
+}
+
+/// With the caches on: a pod of another service account never gets what one read (not even claiming
+/// to hold the same pinned version); a token GCP stops taking is exchanged again; an answer over the
+/// size bound is refused as too large.
+#[tokio::test]
+async fn caches_never_cross_identities_and_refused_tokens_are_replaced() {
+    let gcp = Gcp::start(&["--cache-ttl", "60", "--max-response-bytes", "4096"]).await;
+    gcp.seed_openclaw_keys();
+    gcp.kube.add_service_account(NAMESPACE, "other", &[]);
+    let key = "OPENAI_API_KEY";
+    let pinned =
+        format!("- resourceName: projects/{PROJECT}/secrets/{key}/versions/1\n  path: k\n");
+    let read = gcp.mount("openclaw", &pinned, &[]).await.unwrap();
+    let held = read.versions()["gcp/k"].clone();
+    gcp.mount_with("openclaw", "openclaw", &pinned, &[], &[("gcp/k", &held)])
+        .await
+        .unwrap();
+    let other = gcp
+        .mount_with("other", "other", &pinned, &[], &[("gcp/k", &held)])
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), tonic::Code::PermissionDenied);
+    let latest = openclaw_secrets();
+    let other = gcp.mount("other", &latest, &[]).await.unwrap_err();
+    assert_eq!(other.code(), tonic::Code::PermissionDenied);
+    // Every token issued so far stops working: the kept one is dropped and exchanged again.
+    gcp.mount("openclaw", &latest, &[]).await.unwrap();
+    let exchanges = gcp.google.exchanges();
+    gcp.google.expire_tokens();
+    gcp.google.put_secret_version(PROJECT, None, key, b"sk-NEW");
+    let fresh = gcp
+        .mount(
+            "openclaw",
+            &format!("- resourceName: projects/{PROJECT}/secrets/{key}/versions/2\n  path: k\n"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fresh.file("k"), "sk-NEW");
+    assert_eq!(gcp.google.exchanges(), exchanges + 1);
+    // A payload over --max-response-bytes.
+    gcp.google
+        .put_secret_version(PROJECT, None, "big", &vec![b'x'; 100_000]);
+    gcp.google
+        .grant_secret(PROJECT, None, "big", Who::pod(NAMESPACE, "openclaw"));
+    let big = gcp
+        .mount(
+            "openclaw",
+            &format!("- resourceName: projects/{PROJECT}/secrets/big/versions/latest\n  path: b\n"),
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(big.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(reason(&big), "ResponseTooLarge", "{}", big.message());
 }

@@ -13,6 +13,8 @@ pub mod file;
 pub mod file_root;
 #[cfg(feature = "gcp")]
 pub mod gcp;
+#[cfg(any(feature = "aws", feature = "gcp"))]
+pub mod kept;
 pub mod objects;
 #[cfg(any(feature = "aws", feature = "gcp"))]
 pub mod retry;

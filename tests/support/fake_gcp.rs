@@ -18,12 +18,15 @@
 //! | … a hop caller → delegates… → `<email>` not allowed | 403 `PERMISSION_DENIED` |
 //! | … no `scope`, `lifetime` over `3600s`, a project instead of `-`, a malformed delegate | 400 `INVALID_ARGUMENT` |
 //! | `GET /v1/projects/<p>[/locations/<l>]/secrets/<s>/versions/<v>:access` | `{"name": "projects/<number>[/locations/<l>]/secrets/<s>/versions/<n>", "payload": {"data", "dataCrc32c"}}` |
+//! | `GET /v1/projects/<p>[/locations/<l>]/secrets/<s>/versions/<v>` (`versions.get`, after [`FakeGcp::grant_secret_viewer`]) | `{"name", "state", "createTime"}`, no payload; a disabled version too |
 //! | `GET /v1/projects/<p>/locations/<l>/parameters/<x>/versions/<v>:render` | `{"parameterVersion", "payload": {"data"}, "renderedPayload"}` |
 //! | … (both) while [`FakeGcp::throttle_next`] has requests left | 429 `RESOURCE_EXHAUSTED` |
 //! | … (both) bearer missing, unknown or expired | 401 `UNAUTHENTICATED` |
 //! | … (both) caller not granted (checked before existence, as Google does) | 403 `PERMISSION_DENIED` |
 //! | … (both) no such secret, parameter or version | 404 `NOT_FOUND` |
 //! | … a `DISABLED`/`DESTROYED` secret version (`latest` too), a disabled parameter version | 400 `FAILED_PRECONDITION` |
+//! | `GET /computeMetadata/v1/project/project-id`, `…/instance/attributes/cluster-{location,name}` (after [`FakeGcp::serve_metadata`]) | the value as text; 403 without `Metadata-Flavor: Google` |
+//! | `GET /computeMetadata/v1/instance/service-accounts/default/token` | `{"access_token": "node-<n>-<hex>", "expires_in", "token_type"}`, a token of the node's service account |
 //! | anything else | 404 with an HTML page, as Google's front end answers unknown URLs |
 //!
 //! Followed from the docs: `latest` is "an alias to the most recently created SecretVersion", so a
@@ -155,6 +158,16 @@ struct Issued {
     expires: SystemTime,
 }
 
+/// What the metadata server tells (GKE).
+#[derive(Clone, Debug)]
+pub struct Metadata {
+    pub project: String,
+    pub cluster_location: String,
+    pub cluster_name: String,
+    /// The email of the node's (the provider's) service account: its token's principal.
+    pub service_account: String,
+}
+
 /// A parameter: its format, and version id → (data, disabled).
 type Parameter = (String, HashMap<String, (Vec<u8>, bool)>);
 
@@ -175,6 +188,10 @@ struct Store {
     exchanges: usize,
     impersonations: usize,
     delegates: Vec<Vec<String>>,
+    /// Added before every answer (a network's round trip, for the benchmark).
+    latency: Duration,
+    /// The metadata server's project, cluster location and name, and the node's service account.
+    metadata: Option<Metadata>,
     /// (path, `METHOD PATH bearer=<kind> host=<host>`).
     seen: Vec<(String, String)>,
 }
@@ -298,6 +315,19 @@ impl FakeGcp {
         self.shared.lock().grants.insert((key, who));
     }
 
+    /// Grants `secretmanager.versions.get` (roles/secretmanager.viewer) on one secret: versions'
+    /// names and states, no payload.
+    pub fn grant_secret_viewer(
+        &self,
+        project: &str,
+        location: Option<&str>,
+        secret: &str,
+        who: Who,
+    ) {
+        let key = viewer_key(&self.secret_key(project, location, secret));
+        self.shared.lock().grants.insert((key, who));
+    }
+
     /// Grants `parametermanager.parameterVersions.render` on one parameter.
     pub fn grant_parameter(&self, project: &str, location: &str, parameter: &str, who: Who) {
         let key = self.parameter_key(project, location, parameter);
@@ -328,6 +358,16 @@ impl FakeGcp {
     }
 
     /// The next `n` access or render requests answer 429 RESOURCE_EXHAUSTED.
+    /// Delays every answer by `latency`.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.lock().latency = latency;
+    }
+
+    /// Serves the GCE metadata server (`/computeMetadata/v1/…`, with `Metadata-Flavor: Google`).
+    pub fn serve_metadata(&self, metadata: Metadata) {
+        self.shared.lock().metadata = Some(metadata);
+    }
+
     pub fn throttle_next(&self, n: usize) {
         self.shared.lock().throttle = n;
     }
@@ -409,6 +449,13 @@ async fn dispatch(
         .and_then(|v| v.to_str().ok());
     let bearer = bearer.and_then(|v| v.strip_prefix("Bearer "));
     log(&shared, &method, path, &headers, bearer);
+    let latency = shared.lock().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if let Some(item) = path.strip_prefix("/computeMetadata/v1/") {
+        return metadata(&shared, &headers, item);
+    }
     let rest = path.strip_prefix("/v1/").unwrap_or_default();
     match method {
         Method::POST if rest == "token" || rest == "identitybindingtoken" => {
@@ -418,9 +465,43 @@ async fn dispatch(
             generate_access_token(&shared, rest, bearer, &body)
         }
         Method::GET if rest.ends_with(":access") => access(&shared, rest, bearer),
+        Method::GET if rest.contains("/secrets/") && !rest.contains(':') => {
+            secret_version(&shared, rest, bearer, false)
+        }
         Method::GET if rest.ends_with(":render") => render(&shared, rest, bearer),
         _ => not_found_page(),
     }
+}
+
+/// The metadata server: plain-text values, and the node's token as JSON; 403 without
+/// `Metadata-Flavor: Google`, 404 for what it does not know.
+fn metadata(shared: &Shared, headers: &HeaderMap, item: &str) -> Response {
+    let flavored = headers
+        .get("metadata-flavor")
+        .is_some_and(|v| v.as_bytes() == b"Google");
+    let mut store = shared.lock();
+    let Some(known) = store.metadata.clone().filter(|_| flavored) else {
+        return (
+            StatusCode::FORBIDDEN,
+            "Missing Metadata-Flavor:Google header.",
+        )
+            .into_response();
+    };
+    let value = match item {
+        "project/project-id" => known.project,
+        "instance/attributes/cluster-location" => known.cluster_location,
+        "instance/attributes/cluster-name" => known.cluster_name,
+        "instance/service-accounts/default/token" => {
+            let who = Who::service_account(&known.service_account);
+            let secs = shared.config.token_lifetime_secs;
+            let token = mint(&mut store, "node", who, "node", secs);
+            return axum::Json(json!({"access_token": token, "expires_in": secs,
+                                     "token_type": "Bearer"}))
+            .into_response();
+        }
+        _ => return (StatusCode::NOT_FOUND, "Not Found").into_response(),
+    };
+    value.into_response()
 }
 
 fn log(shared: &Shared, method: &Method, path: &str, headers: &HeaderMap, bearer: Option<&str>) {
@@ -707,7 +788,11 @@ fn rfc3339(time: SystemTime) -> String {
 // --- Secret Manager and Parameter Manager ---
 
 fn access(shared: &Shared, rest: &str, bearer: Option<&str>) -> Response {
-    let name = rest.trim_end_matches(":access");
+    secret_version(shared, rest.trim_end_matches(":access"), bearer, true)
+}
+
+/// `versions.get` (`GET …/versions/<v>`, no payload), or `versions:access` with `payload`.
+fn secret_version(shared: &Shared, name: &str, bearer: Option<&str>, payload: bool) -> Response {
     let segments: Vec<&str> = name.split('/').collect();
     let (project, location, secret, version) = match segments[..] {
         ["projects", p, "secrets", s, "versions", v] => (p, None, s, v),
@@ -717,8 +802,18 @@ fn access(shared: &Shared, rest: &str, bearer: Option<&str>) -> Response {
     let (config, mut store) = (&shared.config, shared.lock());
     let (canonical, number) = (config.canonical(project), config.number_of(project));
     let key = secret_key(&canonical, location, secret);
-    let service = ("secretmanager", "secretmanager.versions.access");
-    if let Some(refused) = admit(&mut store, bearer, service, &number, &key, name) {
+    let (service, granted) = if payload {
+        (
+            ("secretmanager", "secretmanager.versions.access"),
+            key.clone(),
+        )
+    } else {
+        (
+            ("secretmanager", "secretmanager.versions.get"),
+            viewer_key(&key),
+        )
+    };
+    if let Some(refused) = admit(&mut store, bearer, service, &number, &granted, name) {
         return refused;
     }
     let shown_secret = secret_key(&number, location, secret);
@@ -736,6 +831,11 @@ fn access(shared: &Shared, rest: &str, bearer: Option<&str>) -> Response {
         return google_error(404, "NOT_FOUND", &message);
     };
     let shown = format!("{shown_secret}/versions/{index}");
+    if !payload {
+        return axum::Json(json!({"name": shown, "state": state,
+                                 "createTime": "2026-01-01T00:00:00Z"}))
+        .into_response();
+    }
     if state != "ENABLED" {
         let message = format!("Secret Version [{shown}] is in {state} state.");
         return google_error(400, "FAILED_PRECONDITION", &message);
@@ -744,6 +844,12 @@ fn access(shared: &Shared, rest: &str, bearer: Option<&str>) -> Response {
     let crc = u64::from(crc32c::crc32c(data)) ^ u64::from(corrupt);
     let payload = json!({"data": STANDARD.encode(data), "dataCrc32c": crc.to_string()});
     axum::Json(json!({"name": shown, "payload": payload})).into_response()
+}
+
+/// The grant of `secretmanager.versions.get` (roles/secretmanager.viewer) on a secret, which
+/// roles/secretmanager.secretAccessor does not include.
+fn viewer_key(secret: &str) -> String {
+    format!("{secret}#viewer")
 }
 
 fn render(shared: &Shared, rest: &str, bearer: Option<&str>) -> Response {

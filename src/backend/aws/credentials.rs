@@ -7,7 +7,6 @@
 //! pod's token before every lookup ([`crate::pod_token`]), so a kept session is only ever handed to a pod
 //! that presented its service account's own token.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_secretsmanager::config::Credentials;
@@ -18,6 +17,7 @@ use zeroize::Zeroizing;
 
 use super::client::{CallFailure, FailureClass, with_retries};
 use super::params::AddressType;
+use crate::backend::kept::{Expiring, Kept};
 use crate::error::{ErrorKind, MountError, MountResult, Reason};
 
 /// The audience of IRSA tokens.
@@ -78,7 +78,7 @@ pub struct Session {
     pub expires: SystemTime,
 }
 
-impl Session {
+impl Expiring for Session {
     fn is_fresh(&self) -> bool {
         self.expires
             .duration_since(SystemTime::now())
@@ -86,40 +86,8 @@ impl Session {
     }
 }
 
-/// Kept sessions, one load at a time per principal.
-pub struct Sessions {
-    cache: moka::future::Cache<Principal, Arc<Session>>,
-}
-
-impl Sessions {
-    pub fn new(capacity: u64) -> Self {
-        Self {
-            cache: moka::future::Cache::builder()
-                // No AWS session lasts longer than 12 hours.
-                .time_to_live(Duration::from_secs(12 * 3600))
-                .max_capacity(capacity.max(1))
-                .build(),
-        }
-    }
-
-    /// The principal's session: kept, or loaded now.
-    pub async fn get(
-        &self,
-        principal: &Principal,
-        load: impl Future<Output = MountResult<Session>>,
-    ) -> MountResult<Arc<Session>> {
-        if let Some(kept) = self.cache.get(principal).await {
-            if kept.is_fresh() {
-                return Ok(kept);
-            }
-            self.cache.invalidate(principal).await;
-        }
-        self.cache
-            .try_get_with(principal.clone(), async { load.await.map(Arc::new) })
-            .await
-            .map_err(|e| (*e).clone())
-    }
-}
+/// Kept sessions, by principal.
+pub type Sessions = Kept<Principal, Session>;
 
 /// `AssumeRoleWithWebIdentity` as the pod.
 pub async fn assume_role(

@@ -12,7 +12,6 @@
 //! on every mount); the backend checks the pod's Kubernetes token on every mount before a kept one is
 //! used ([`crate::pod_token`]).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -20,6 +19,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::client::{CallFailure, FailureClass, Http};
+use crate::backend::kept::{Expiring, Kept};
 use crate::error::{ErrorKind, MountError, MountResult, Reason};
 
 /// The scope every token is asked for.
@@ -157,45 +157,16 @@ impl AccessToken {
             refresh_at: Instant::now() + lifetime.saturating_sub(margin),
         }
     }
+}
 
+impl Expiring for AccessToken {
     fn is_fresh(&self) -> bool {
         Instant::now() < self.refresh_at
     }
 }
 
-/// Kept tokens, one load at a time per principal.
-pub struct Tokens {
-    cache: moka::future::Cache<Principal, Arc<AccessToken>>,
-}
-
-impl Tokens {
-    pub fn new(capacity: u64) -> Self {
-        Self {
-            cache: moka::future::Cache::builder()
-                .time_to_live(Duration::from_secs(12 * 3600))
-                .max_capacity(capacity.max(1))
-                .build(),
-        }
-    }
-
-    /// The principal's token: kept, or loaded now.
-    pub async fn get(
-        &self,
-        principal: &Principal,
-        load: impl Future<Output = MountResult<AccessToken>>,
-    ) -> MountResult<Arc<AccessToken>> {
-        if let Some(kept) = self.cache.get(principal).await {
-            if kept.is_fresh() {
-                return Ok(kept);
-            }
-            self.cache.invalidate(principal).await;
-        }
-        self.cache
-            .try_get_with(principal.clone(), async { load.await.map(Arc::new) })
-            .await
-            .map_err(|e| (*e).clone())
-    }
-}
+/// Kept tokens, by principal.
+pub type Tokens = Kept<Principal, AccessToken>;
 
 /// The Google service account (and delegates) a Kubernetes service account's annotations name, checked.
 pub fn impersonation_of(
@@ -265,17 +236,35 @@ pub async fn exchange(
         #[serde(default)]
         expires_in: Option<u64>,
     }
-    let body = serde_json::json!({
-        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
-        "audience": pool.sts_audience,
-        "scope": CLOUD_PLATFORM_SCOPE,
-        "requested_token_type": "urn:ietf:params:oauth:token-type:access_token",
-        "subject_token": pod_token,
-        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-    });
+    let fields = [
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ),
+        ("audience", pool.sts_audience.as_str()),
+        ("scope", CLOUD_PLATFORM_SCOPE),
+        (
+            "requested_token_type",
+            "urn:ietf:params:oauth:token-type:access_token",
+        ),
+        ("subject_token", pod_token),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+    ];
+    // GKE's identitybindingtoken takes JSON (as the official provider sends it); STS v1 the RFC 8693
+    // form, as Google's auth libraries send it.
+    let json = pool.sts_endpoint.ends_with("/identitybindingtoken");
+    let body: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
     let answer = http
         .send(deadline, |client| {
-            client.post(&pool.sts_endpoint).json(&body)
+            let post = client.post(&pool.sts_endpoint);
+            if json {
+                post.json(&body)
+            } else {
+                post.form(&fields)
+            }
         })
         .await
         .map_err(|failure| login_error("the token exchange (STS)", &pool.sts_endpoint, failure))?;
@@ -392,10 +381,11 @@ pub async fn metadata_value(
     Ok(String::from_utf8_lossy(&value).trim().to_string())
 }
 
+/// Seconds until an RFC 3339 time (0 when it is past).
 fn seconds_until(rfc3339: &str) -> Option<u64> {
     let at: k8s_openapi::jiff::Timestamp = rfc3339.trim().parse().ok()?;
     let now = k8s_openapi::jiff::Timestamp::now();
-    u64::try_from(at.as_second() - now.as_second()).ok()
+    Some(u64::try_from(at.as_second() - now.as_second()).unwrap_or(0))
 }
 
 /// A refused or failed login step, naming the step and why.

@@ -19,6 +19,11 @@ use super::params::{Resource, Service};
 use crate::backend::retry::{Retried, with_retries};
 use crate::error::{ErrorKind, MountError, Reason, first_line};
 
+/// The least wait after a throttled call.
+const THROTTLED_WAIT: Duration = Duration::from_secs(1);
+/// The status this client gives an answer over its size bound.
+const TOO_LARGE: &str = "ANSWER_TOO_LARGE";
+
 /// How a failed call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureClass {
@@ -53,8 +58,12 @@ impl Retried for CallFailure {
         Self::unreachable("no answer within the mount's deadline".into())
     }
 
+    /// What GCP asked for, and at least a second after throttling (quotas are per minute).
     fn wait_asked(&self) -> Option<Duration> {
-        self.retry_after
+        match self.class {
+            FailureClass::Throttled => Some(self.retry_after.unwrap_or(THROTTLED_WAIT)),
+            _ => self.retry_after,
+        }
     }
 }
 
@@ -93,6 +102,12 @@ impl CallFailure {
         let name = resource.path();
         if is_checksum_failure(&self) {
             return MountError::new(ErrorKind::DataLoss, Reason::ChecksumMismatch, self.message);
+        }
+        if self.status == TOO_LARGE {
+            return MountError::exhausted(
+                Reason::ResponseTooLarge,
+                format!("GCP's answer for {name}: {}", self.message),
+            );
         }
         let said = self.said();
         match (self.class, self.status.as_str(), self.http) {
@@ -154,9 +169,14 @@ pub struct Http {
 }
 
 impl Http {
-    /// Honours `HTTPS_PROXY` / `NO_PROXY` (reqwest's defaults).
-    pub fn new(attempt_timeout: Duration, max_body: usize) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
+    /// A client for answers holding payloads of at most `max_payload` bytes (an answer holds one
+    /// base64-encoded, a render answer two). With `proxy`, `HTTPS_PROXY` / `NO_PROXY` are honoured
+    /// (reqwest's defaults); without, none is used (the metadata server is the node's own).
+    pub fn new(attempt_timeout: Duration, max_payload: usize, proxy: bool) -> Result<Self, String> {
+        let max_body = max_payload.saturating_mul(3).saturating_add(64 * 1024);
+        let builder = reqwest::Client::builder();
+        let builder = if proxy { builder } else { builder.no_proxy() };
+        let client = builder
             .redirect(reqwest::redirect::Policy::none())
             .timeout(attempt_timeout)
             .connect_timeout(attempt_timeout.min(Duration::from_secs(5)))
@@ -228,9 +248,10 @@ impl Http {
         CallFailure {
             class: FailureClass::Client,
             http: 200,
-            status: String::new(),
+            status: TOO_LARGE.into(),
             message: format!(
-                "the answer is larger than {} bytes (the provider's --max-response-bytes)",
+                "the answer is larger than {} bytes (a payload over the provider's \
+                 --max-response-bytes, base64-encoded)",
                 self.max_body
             ),
             retry_after: None,
@@ -357,6 +378,31 @@ pub async fn read(
         Service::SecretManager => access_answer(&body, resource),
         Service::ParameterManager => render_answer(&body, resource),
     }
+}
+
+/// A Secret Manager version's name and state, without its payload (`versions.get`: needs
+/// `secretmanager.versions.get`, which `roles/secretmanager.secretAccessor` does not grant).
+pub async fn version_of(
+    http: &Http,
+    endpoints: &Endpoints,
+    resource: &Resource,
+    token: &str,
+    deadline: Instant,
+) -> Result<(String, String), CallFailure> {
+    #[derive(Deserialize)]
+    struct SecretVersion {
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        state: String,
+    }
+    let url = format!("{}/v1/{}", endpoints.base(resource), resource.path());
+    let body = http
+        .send(deadline, |client| client.get(&url).bearer_auth(token))
+        .await?;
+    let version: SecretVersion = serde_json::from_slice(&body)
+        .map_err(|_| CallFailure::bad_answer("the version answer is not the JSON documented"))?;
+    Ok((version.name, version.state))
 }
 
 fn access_answer(body: &[u8], resource: &Resource) -> Result<ReadValue, CallFailure> {

@@ -9,6 +9,10 @@
 //! cache. `extractJSONKey` / `extractYAMLKey` cut their file out of the payload. Versions are GCP's
 //! own (the resolved version name, so `latest` rotating is seen), ids `gcp/<path>`.
 //!
+//! The sync controller's polls ask Secret Manager for the version's name alone (`versions.get`, no
+//! payload) and read nothing while it is the synced one; Parameter Manager versions are always read
+//! (their rendering may change).
+//!
 //! Pinned Secret Manager versions (a number) never change, so when the driver says the pod holds that
 //! very version (`current_object_version`, drivers before v1.6.0), its payload is served from what
 //! this identity read before, kept for [`PINNED_KEPT`], instead of read again.
@@ -19,7 +23,7 @@ pub mod params;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::OnceCell;
@@ -28,7 +32,7 @@ use zeroize::Zeroizing;
 
 use self::auth::{AccessToken, Pool, Principal, Tokens};
 use self::client::{Endpoints, Http, ReadValue};
-use self::params::{Auth, Extract, GcpParams, GcpSecret, Resource, SECRETS_PARAMETER};
+use self::params::{Auth, Extract, GcpParams, GcpSecret, Resource, SECRETS_PARAMETER, Service};
 use super::fetch::{
     Answer, FetchPipeline, PipelineSettings, PlannedObject, RunOptions, Source, check_plan,
 };
@@ -50,8 +54,12 @@ pub const BACKEND_NAME: &str = "gcp";
 const VALUE_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 /// How long a pinned version's payload is kept for a pod that holds that version.
 pub const PINNED_KEPT: Duration = Duration::from_secs(3600);
-/// How much larger than `--max-response-bytes` a payload may grow when parsed.
-const PARSED_PER_PAYLOAD_BYTE: usize = 4;
+/// How much larger than `--max-response-bytes` a YAML payload may grow when parsed (its estimate counts
+/// every line; JSON's, a quarter of this, counts only separators).
+const PARSED_PER_PAYLOAD_BYTE: usize = 16;
+const YAML_PER_JSON_BOUND: usize = 4;
+/// How long a principal refused `versions.get` reads values at every poll before asking again.
+const VERSIONS_DENIED_TTL: Duration = Duration::from_secs(600);
 /// Largest credentials file read.
 const MAX_CREDENTIALS_FILE: u64 = 64 * 1024;
 
@@ -99,6 +107,8 @@ pub struct GcpFlags {
 pub struct GcpSettings {
     /// The pool, when the flags or the credentials file give it whole.
     pub pool: Option<Pool>,
+    /// Why the credentials file could not be read, if it could not.
+    pub credentials_problem: Option<String>,
     pub project: Option<String>,
     pub cluster_location: Option<String>,
     pub cluster_name: Option<String>,
@@ -136,8 +146,21 @@ impl GcpSettings {
                 }
             })?;
         }
-        let pool = match (&flags.gcp_credentials_file, &project) {
-            (Some(file), _) => Some(read_credentials_file(file, sts_endpoint.as_deref())?),
+        // A credentials file of another type (a service-account key set for other tools) names no
+        // pool: the flags or the metadata server do. One that cannot be read fails GCP mounts only.
+        let mut credentials_problem = None;
+        let from_file = flags.gcp_credentials_file.as_ref().and_then(|file| {
+            match read_credentials_file(file, sts_endpoint.as_deref()) {
+                Ok(pool) => pool,
+                Err(problem) => {
+                    tracing::warn!(file = %file.display(), problem = %problem, "GCP credentials file unusable");
+                    credentials_problem = Some(format!("{}: {problem}", file.display()));
+                    None
+                }
+            }
+        });
+        let pool = match (from_file, &project) {
+            (Some(pool), _) => Some(pool),
             (None, Some(project)) => match (
                 set(&flags.gcp_cluster_location),
                 set(&flags.gcp_cluster_name),
@@ -154,6 +177,7 @@ impl GcpSettings {
         };
         Ok(Self {
             pool,
+            credentials_problem,
             project,
             cluster_location: set(&flags.gcp_cluster_location),
             cluster_name: set(&flags.gcp_cluster_name),
@@ -201,19 +225,26 @@ fn base_url(flag: &'static str, url: &str) -> Result<String, BuildError> {
     Ok(url.to_string())
 }
 
-fn read_credentials_file(path: &std::path::Path, sts: Option<&str>) -> Result<Pool, BuildError> {
+/// The pool of an `external_account` file; `None` for a file of another type.
+fn read_credentials_file(
+    path: &std::path::Path,
+    sts: Option<&str>,
+) -> Result<Option<Pool>, String> {
     use std::io::Read;
-    let flag = "--gcp-credentials-file";
     let mut text = Vec::new();
-    super::open_directory(flag, path, |p| std::fs::File::open(p))?
-        .take(MAX_CREDENTIALS_FILE)
-        .read_to_end(&mut text)
-        .map_err(|source| BuildError::Directory {
-            flag,
-            path: path.display().to_string(),
-            source,
-        })?;
-    Pool::from_external_account(&text, sts).map_err(|message| BuildError::Flag { flag, message })
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_CREDENTIALS_FILE).read_to_end(&mut text))
+        .map_err(|e| e.to_string())?;
+    #[derive(serde::Deserialize)]
+    struct Kind {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    let kind: Kind = serde_json::from_slice(&text).map_err(|_| "not a JSON credentials file")?;
+    if kind.kind != "external_account" {
+        return Ok(None);
+    }
+    Pool::from_external_account(&text, sts).map(Some)
 }
 
 /// One distinct read.
@@ -226,12 +257,47 @@ pub struct GcpCall {
     token: Arc<AccessToken>,
     /// The version the pod holds of each pinned resource (from `current_object_version`).
     held: HashMap<Resource, String>,
+    /// Whether pinned payloads read are kept for the pod's next call (a driver that tells versions).
+    keep_pinned: bool,
 }
 
-/// One payload as GCP sent it.
+/// One payload as GCP sent it, parsed (once, when an object extracts from it) as JSON or YAML.
 pub struct GcpAnswer {
     raw: Zeroizing<Vec<u8>>,
     version: String,
+    /// The most bytes a parse of it may take.
+    max_parsed: usize,
+    json: OnceLock<Option<serde_json::Value>>,
+    yaml: OnceLock<Option<serde_json::Value>>,
+}
+
+impl GcpAnswer {
+    fn new(raw: Zeroizing<Vec<u8>>, version: String, max_parsed: usize) -> Self {
+        Self {
+            raw,
+            version,
+            max_parsed,
+            json: OnceLock::new(),
+            yaml: OnceLock::new(),
+        }
+    }
+
+    /// The payload parsed as JSON or YAML; `None` when it is not, or could take more than the bound.
+    fn parsed(&self, extract: &Extract) -> Option<&serde_json::Value> {
+        match extract {
+            Extract::Json(_) => self.json.get_or_init(|| {
+                transform::parse_json_answer(&self.raw, self.max_parsed / YAML_PER_JSON_BOUND)
+                    .ok()
+                    .map(|p| p.json)
+            }),
+            Extract::Yaml(_) => self.yaml.get_or_init(|| {
+                transform::parse_yaml_answer(&self.raw, self.max_parsed)
+                    .ok()
+                    .map(|p| p.json)
+            }),
+        }
+        .as_ref()
+    }
 }
 
 impl Answer for GcpAnswer {
@@ -255,9 +321,13 @@ impl Answer for GcpAnswer {
 /// GCP as the fetch pipeline calls it.
 pub struct GcpSource {
     http: Http,
+    /// The most bytes parsing one payload may take.
+    max_parsed: usize,
     endpoints: Endpoints,
     /// Pinned versions' payloads by who read them.
     pinned: moka::future::Cache<(Principal, Resource), Arc<GcpAnswer>>,
+    /// Principals refused `versions.get`.
+    versions_denied: moka::future::Cache<Principal, ()>,
     metrics: Arc<Metrics>,
 }
 
@@ -268,6 +338,8 @@ pub struct GcpBackend {
     pipeline: FetchPipeline<GcpSource>,
     objects: ObjectListCache<GcpSecret>,
     tokens: Tokens,
+    /// For the metadata server: no proxy.
+    metadata_http: Http,
     /// The pool, once known (from the flags, or the metadata server at the first mount).
     pool: OnceCell<Pool>,
     kubernetes: Arc<Kubernetes>,
@@ -285,14 +357,14 @@ impl GcpBackend {
     }
 
     pub fn new(settings: GcpSettings, shared: &SharedParts) -> Result<Self, BuildError> {
-        let http = Http::new(
-            settings.attempt_timeout,
-            settings.max_response_bytes.max(64 * 1024),
-        )
-        .map_err(|message| BuildError::Flag {
+        let http_error = |message| BuildError::Flag {
             flag: "--backend-timeout",
             message,
-        })?;
+        };
+        let http = Http::new(settings.attempt_timeout, settings.max_response_bytes, true)
+            .map_err(http_error)?;
+        let metadata_http =
+            Http::new(settings.attempt_timeout, 64 * 1024, false).map_err(http_error)?;
         let pipeline = FetchPipeline::new(
             PipelineSettings {
                 concurrency: settings.concurrency,
@@ -307,6 +379,9 @@ impl GcpBackend {
         Ok(Self {
             source: GcpSource {
                 http,
+                max_parsed: settings
+                    .max_response_bytes
+                    .saturating_mul(PARSED_PER_PAYLOAD_BYTE),
                 endpoints: settings.endpoints.clone(),
                 pinned: moka::future::Cache::builder()
                     .time_to_live(PINNED_KEPT)
@@ -315,11 +390,16 @@ impl GcpBackend {
                     })
                     .max_capacity(VALUE_CACHE_BYTES)
                     .build(),
+                versions_denied: moka::future::Cache::builder()
+                    .time_to_live(VERSIONS_DENIED_TTL)
+                    .max_capacity(10_000)
+                    .build(),
                 metrics: shared.metrics.clone(),
             },
             pipeline,
             objects: ObjectListCache::of_parameter(SECRETS_PARAMETER, settings.max_objects),
             tokens: Tokens::new(settings.token_cache_size),
+            metadata_http,
             pool,
             kubernetes: shared.kubernetes.clone(),
             pod_tokens: shared.tokens.clone(),
@@ -358,15 +438,42 @@ impl GcpBackend {
             Auth::ProviderAdc => self.provider_token(deadline).await?,
             Auth::PodAdc => self.pod_token(request, deadline).await?,
         };
-        let held = held_versions(request, &plan);
+        // Only a driver's calls (which tell the versions the pod holds) use the pinned payloads; the
+        // sync controller's polls and forced refreshes read.
+        let driver = !request.fetch.probe && !request.fetch.fresh;
         let call = GcpCall {
+            held: if driver {
+                held_versions(request, &plan)
+            } else {
+                HashMap::new()
+            },
+            keep_pinned: driver && !request.previous_versions.is_empty(),
             principal,
             token,
-            held,
         };
-        self.pipeline
-            .run(&self.source, &call, plan, RunOptions::of(request))
-            .await
+        let result = self
+            .pipeline
+            .run(&self.source, &call, plan.clone(), RunOptions::of(request))
+            .await;
+        match result {
+            // GCP no longer takes the kept token (revoked early): forget it and ask once more.
+            Err(error) if error.kind == ErrorKind::Unauthenticated => {
+                self.tokens.forget(&call.principal).await;
+                let (principal, token) = match params.auth {
+                    Auth::ProviderAdc => self.provider_token(deadline).await?,
+                    Auth::PodAdc => self.pod_token(request, deadline).await?,
+                };
+                let call = GcpCall {
+                    principal,
+                    token,
+                    ..call
+                };
+                self.pipeline
+                    .run(&self.source, &call, plan, RunOptions::of(request))
+                    .await
+            }
+            other => other,
+        }
     }
 
     async fn provider_token(
@@ -386,7 +493,7 @@ impl GcpBackend {
             .tokens
             .get(&principal, async {
                 let token = auth::provider_token(
-                    &self.source.http,
+                    &self.metadata_http,
                     &self.settings.metadata_endpoint,
                     deadline,
                 )
@@ -452,8 +559,15 @@ impl GcpBackend {
         self.pool
             .get_or_try_init(|| async {
                 let s = &self.settings;
+                if let Some(problem) = &s.credentials_problem {
+                    return Err(MountError::new(
+                        ErrorKind::FailedPrecondition,
+                        Reason::GcpNotConfigured,
+                        format!("the GCP credentials file cannot be used: {problem}"),
+                    ));
+                }
                 let ask = |path: &'static str| {
-                    auth::metadata_value(&self.source.http, &s.metadata_endpoint, path, deadline)
+                    auth::metadata_value(&self.metadata_http, &s.metadata_endpoint, path, deadline)
                 };
                 let project = match &s.project {
                     Some(project) => project.clone(),
@@ -539,10 +653,7 @@ impl Source for GcpSource {
                 && kept.version == *held
             {
                 return Ok(Loaded {
-                    value: GcpAnswer {
-                        raw: kept.raw.clone(),
-                        version: kept.version.clone(),
-                    },
+                    value: GcpAnswer::new(kept.raw.clone(), kept.version.clone(), self.max_parsed),
                     cacheable: true,
                 });
             }
@@ -558,21 +669,27 @@ impl Source for GcpSource {
                 .record_backend_request(BACKEND_NAME, "read", outcome_of(&read));
             let ReadValue { bytes, version } =
                 read.map_err(|f| f.into_read_error(resource, &call.principal.describe()))?;
-            if resource.is_pinned() {
-                let kept = GcpAnswer {
-                    raw: bytes.clone(),
-                    version: version.clone(),
-                };
+            if call.keep_pinned && resource.is_pinned() {
+                let kept = GcpAnswer::new(bytes.clone(), version.clone(), self.max_parsed);
                 self.pinned.insert(key, Arc::new(kept)).await;
             }
             Ok(Loaded {
-                value: GcpAnswer {
-                    raw: bytes,
-                    version,
-                },
+                value: GcpAnswer::new(bytes, version, self.max_parsed),
                 cacheable: true,
             })
         })
+    }
+
+    const PROBES: bool = true;
+
+    fn probe<'a>(
+        &'a self,
+        call: &'a GcpCall,
+        request: &'a GcpRequest,
+        previous: &'a str,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Option<String>> {
+        Box::pin(self.current_version(call, &request.0, previous, deadline))
     }
 
     /// `extractJSONKey` / `extractYAMLKey`: the value at the path (see [`transform::value_at_path`]).
@@ -589,32 +706,60 @@ impl Source for GcpSource {
         };
         let (path, format) = match &extract {
             Extract::Json(path) => (path, "JSON"),
-            Extract::Yaml(path) => (path, "YAML"),
+            Extract::Yaml(path) => (path, "YAML (without aliases)"),
         };
         let what = format!("the payload of {}", object.location);
-        let not_parsed = || {
-            MountError::new(
+        let Some(root) = answer.parsed(&extract) else {
+            return Err(MountError::new(
                 ErrorKind::FailedPrecondition,
                 Reason::ExtractKeyNotFound,
                 format!(
-                    "{what} is not {format} (or too large to parse), so {path:?} cannot be extracted"
+                    "{what} is not {format}, or too large to parse, so {path:?} cannot be extracted"
                 ),
-            )
+            ));
         };
-        // Bounded like the answers it comes from: a payload at most --max-response-bytes.
-        let max_parsed = answer.raw.len().saturating_mul(PARSED_PER_PAYLOAD_BYTE) + 4096;
-        let root: serde_json::Value = match extract {
-            Extract::Json(_) => {
-                transform::parse_json_answer(&answer.raw, max_parsed)
-                    .map_err(|_| not_parsed())?
-                    .json
+        transform::value_at_path(root, path, &what)
+    }
+}
+
+impl GcpSource {
+    /// A Secret Manager version's current name, when it is enabled and the previous version was a
+    /// version name; `None` (read the value) otherwise, or when the principal may not call
+    /// `versions.get` (remembered for a while, so it costs no request per poll).
+    async fn current_version(
+        &self,
+        call: &GcpCall,
+        resource: &Resource,
+        previous: &str,
+        deadline: Instant,
+    ) -> Option<String> {
+        let is_name = previous.starts_with("projects/") && previous.contains("/versions/");
+        if resource.service != Service::SecretManager
+            || !is_name
+            || self.versions_denied.contains_key(&call.principal)
+        {
+            return None;
+        }
+        let answer = client::version_of(
+            &self.http,
+            &self.endpoints,
+            resource,
+            &call.token.token,
+            deadline,
+        )
+        .await;
+        self.metrics
+            .record_backend_request(BACKEND_NAME, "read", outcome_of(&answer));
+        match answer {
+            Ok((name, state)) => (state == "ENABLED" && !name.is_empty()).then_some(name),
+            Err(failure) if failure.http == 403 => {
+                self.versions_denied
+                    .insert(call.principal.clone(), ())
+                    .await;
+                None
             }
-            Extract::Yaml(_) => {
-                let text = std::str::from_utf8(&answer.raw).map_err(|_| not_parsed())?;
-                serde_saphyr::from_str(text).map_err(|_| not_parsed())?
-            }
-        };
-        transform::value_at_path(&root, path, &what)
+            Err(_) => None,
+        }
     }
 }
 
