@@ -710,3 +710,113 @@ async fn caches_never_cross_identities_and_refused_tokens_are_replaced() {
     assert_eq!(big.code(), tonic::Code::ResourceExhausted);
     assert_eq!(reason(&big), "ResponseTooLarge", "{}", big.message());
 }
+
+/// A plain HTTP forward proxy (absolute-form requests), recording what passed through it.
+struct ForwardProxy {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ForwardProxy {
+    fn start() -> Self {
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let recorded = seen.clone();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let app = axum::Router::new().fallback(
+            move |method: axum::http::Method,
+                  uri: axum::http::Uri,
+                  headers: axum::http::HeaderMap,
+                  body: axum::body::Bytes| {
+                let (client, recorded) = (client.clone(), recorded.clone());
+                async move {
+                    recorded.lock().unwrap().push(uri.to_string());
+                    let mut forwarded = client.request(method, uri.to_string()).body(body);
+                    for (name, value) in &headers {
+                        if name != axum::http::header::HOST {
+                            forwarded = forwarded.header(name, value);
+                        }
+                    }
+                    let answer = forwarded.send().await.unwrap();
+                    let status = answer.status();
+                    let content_type = answer.headers().get("content-type").cloned();
+                    let bytes = answer.bytes().await.unwrap();
+                    let mut response = axum::response::Response::new(axum::body::Body::from(bytes));
+                    *response.status_mut() = status;
+                    if let Some(content_type) = content_type {
+                        response.headers_mut().insert("content-type", content_type);
+                    }
+                    response
+                }
+            },
+        );
+        Self {
+            url: support::serve_on_thread(app),
+            seen,
+        }
+    }
+}
+
+/// HTTP(S)_PROXY is honoured for Google's APIs, never for the metadata server (the node's own).
+#[tokio::test]
+async fn the_proxy_carries_google_requests_but_not_the_metadata_servers() {
+    let proxy = ForwardProxy::start();
+    let issuer = JwtIssuer::generate();
+    let google = FakeGcp::start(
+        FakeGcpConfig::new(CLUSTER_AUDIENCE, POOL).verify_with(&issuer.public_pem()),
+    )
+    .await;
+    google.serve_metadata(Metadata {
+        project: PROJECT.into(),
+        cluster_location: "us-central1".into(),
+        cluster_name: "c1".into(),
+        service_account: "node@acme-prod.iam.gserviceaccount.com".into(),
+    });
+    google.put_secret_version(PROJECT, None, "k", b"proxied-VALUE");
+    google.grant_secret(PROJECT, None, "k", Who::pod(NAMESPACE, "openclaw"));
+    let kube = FakeKube::start();
+    kube.add_service_account(NAMESPACE, "openclaw", &[]);
+    let kubeconfig = kube.kubeconfig.display().to_string();
+    let sts = format!("{}/v1/identitybindingtoken", google.url);
+    let provider = Provider::start_with_env(
+        &[
+            "--kubeconfig",
+            &kubeconfig,
+            "--gcp-sts-endpoint",
+            &sts,
+            "--gcp-secretmanager-endpoint",
+            &google.url,
+            "--gcp-metadata-endpoint",
+            &google.url,
+        ],
+        &[("HTTP_PROXY", &proxy.url), ("NO_PROXY", "")],
+    );
+    let gcp = Gcp {
+        google,
+        kube,
+        provider,
+        issuer,
+        pool: POOL.into(),
+    };
+    let secrets =
+        format!("- resourceName: projects/{PROJECT}/secrets/k/versions/latest\n  path: k\n");
+    let mounted = gcp.mount("openclaw", &secrets, &[]).await.unwrap();
+    assert_eq!(mounted.file("k"), "proxied-VALUE");
+    let seen = proxy.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|u| u.ends_with("/v1/identitybindingtoken")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|u| u.ends_with("/versions/latest:access")),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|u| u.contains("computeMetadata")),
+        "{seen:?}"
+    );
+    assert_eq!(
+        gcp.google.count("/computeMetadata/v1/"),
+        3,
+        "asked directly"
+    );
+}
