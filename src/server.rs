@@ -34,6 +34,16 @@ pub struct ServeConfig {
         default_value = "/var/run/secrets-store-csi-providers/openclaw.sock"
     )]
     pub socket: PathBuf,
+    /// Also listen on the official providers' sockets beside --socket (`vault.sock`, `aws.sock`,
+    /// `gcp.sock`): a mount there that names no `backend` is served by that backend, so their
+    /// SecretProviderClasses (`provider: vault` …) work unchanged once their DaemonSet is replaced.
+    /// A stale socket file is replaced; a live one (the official provider still running) stops the
+    /// start.
+    #[arg(long, env = "OPENCLAW_COMPAT", value_delimiter = ',')]
+    pub compat: Vec<String>,
+    /// The backend of mounts on --socket that name none (default: such mounts are refused).
+    #[arg(long, env = "OPENCLAW_DEFAULT_BACKEND")]
+    pub default_backend: Option<String>,
     /// Address of the /healthz, /readyz and /metrics server; empty turns it off.
     #[arg(long, env = "OPENCLAW_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
     pub health_addr: String,
@@ -94,6 +104,59 @@ pub enum ServeError {
     },
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    #[error("{flag}: {message}")]
+    Flag { flag: &'static str, message: String },
+}
+
+/// The official providers whose sockets `--compat` may serve.
+pub const COMPAT_BACKENDS: [&str; 3] = ["vault", "aws", "gcp"];
+
+/// Each socket to serve and the backend of its mounts that name none: --socket, then the compat ones.
+fn sockets(
+    config: &ServeConfig,
+    backends: &Backends,
+) -> Result<Vec<(PathBuf, Option<String>)>, ServeError> {
+    let built = backends.names();
+    let check = |flag: &'static str, name: &str, allowed: &[&str]| {
+        if allowed.contains(&name) && built.contains(&name) {
+            return Ok(name.to_string());
+        }
+        let valid: Vec<&str> = allowed
+            .iter()
+            .copied()
+            .filter(|n| built.contains(n))
+            .collect();
+        Err(ServeError::Flag {
+            flag,
+            message: format!("{name:?} is not one of: {}", valid.join(", ")),
+        })
+    };
+    let default = config
+        .default_backend
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|name| check("--default-backend", name, &built))
+        .transpose()?;
+    let mut sockets = vec![(config.socket.clone(), default)];
+    let dir = config.socket.parent().unwrap_or(std::path::Path::new(""));
+    for name in config
+        .compat
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+    {
+        let name = check("--compat", name, &COMPAT_BACKENDS)?;
+        let path = dir.join(format!("{name}.sock"));
+        if sockets.iter().any(|(p, _)| *p == path) {
+            return Err(ServeError::Flag {
+                flag: "--compat",
+                message: format!("{} is named twice (or is --socket)", path.display()),
+            });
+        }
+        sockets.push((path, Some(name)));
+    }
+    Ok(sockets)
 }
 
 /// The HMAC key from `--hmac-key-secret` or `--hmac-key-file`, else a random one for this process.
@@ -197,38 +260,53 @@ pub async fn run_with_backends(
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let (socket, listener) = ProviderSocket::bind(&config.socket)?;
+    let mut bound = Vec::new();
+    for (path, default) in sockets(&config, &backends)? {
+        let (socket, listener) = ProviderSocket::bind(&path)?;
+        bound.push((socket, listener, default));
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let (abort_tx, abort_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let health_addr = start_health(&config, &socket, &metrics, stop_rx.clone()).await?;
+    let health_addr = start_health(&config, &bound[0].0, &metrics, stop_rx.clone()).await?;
+    let paths: Vec<String> = bound
+        .iter()
+        .map(|(socket, _, _)| socket.path().display().to_string())
+        .collect();
     tracing::info!(
-        socket = %socket.path().display(),
+        sockets = ?paths,
         health = health_addr.as_deref().unwrap_or("off"),
         backends = ?backends.names(),
         version = env!("CARGO_PKG_VERSION"),
         "serving"
     );
-    let service = ProviderService::new(
-        backends,
-        MountLimits {
-            max_response_bytes: config.max_response_bytes,
-            timeout: Duration::from_secs(config.mount_timeout),
-        },
-        metrics,
-    )
-    .abort_on(abort_rx);
-    let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityRewrite::new));
-    let server = tonic::transport::Server::builder()
-        .add_service(CsiDriverProviderServer::new(service))
-        .serve_with_incoming_shutdown(incoming, until_set(stop_rx.clone()));
+    let limits = MountLimits {
+        max_response_bytes: config.max_response_bytes,
+        timeout: Duration::from_secs(config.mount_timeout),
+    };
+    let mut sockets = Vec::new();
+    let mut servers = Vec::new();
+    for (socket, listener, default) in bound {
+        let service = ProviderService::new(backends.clone(), limits, metrics.clone())
+            .abort_on(abort_rx.clone())
+            .default_backend(default);
+        let incoming =
+            UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityRewrite::new));
+        servers.push(
+            tonic::transport::Server::builder()
+                .add_service(CsiDriverProviderServer::new(service))
+                .serve_with_incoming_shutdown(incoming, until_set(stop_rx.clone())),
+        );
+        sockets.push(socket);
+    }
+    let server = futures_util::future::try_join_all(servers);
     let mut server = std::pin::pin!(server);
     let grace = Duration::from_secs(config.grace_period);
     tokio::select! {
-        result = &mut server => result?,
+        result = &mut server => { result?; }
         () = async { until_set(stop_rx).await; tokio::time::sleep(grace).await } => {
             tracing::warn!(grace_seconds = config.grace_period, "grace period over: failing the mounts still running");
             let _ = abort_tx.send(true);
@@ -236,8 +314,8 @@ pub async fn run_with_backends(
             let _ = tokio::time::timeout(ABORT_REPLY_TIME, &mut server).await;
         }
     }
-    tracing::info!(socket = %socket.path().display(), "stopped; removing the socket");
-    drop(socket);
+    tracing::info!(sockets = ?paths, "stopped; removing the sockets");
+    drop(sockets);
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use crate::backend::Backends;
 use crate::error::{ErrorKind, MountError, Reason};
 use crate::proto;
 use crate::proto::csi_driver_provider_server::CsiDriverProvider;
-use crate::request::MountRequest;
+use crate::request::{BACKEND_PARAMETER, MountRequest};
 use crate::telemetry::metrics::{Metrics, OK};
 
 /// The metadata key that carries the error reason.
@@ -27,6 +27,8 @@ pub struct ProviderService {
     metrics: Arc<Metrics>,
     /// Set when the shutdown grace period is over: mounts still running answer `Unavailable`.
     abort: Option<watch::Receiver<bool>>,
+    /// The backend of mounts that name none (a compat socket's, or --default-backend).
+    default_backend: Option<String>,
 }
 
 /// Bounds on one Mount call.
@@ -45,7 +47,14 @@ impl ProviderService {
             limits,
             metrics,
             abort: None,
+            default_backend: None,
         }
+    }
+
+    /// Mounts that name no `backend` are served by `backend`.
+    pub fn default_backend(mut self, backend: Option<String>) -> Self {
+        self.default_backend = backend;
+        self
     }
 
     /// Mounts still running when `abort` becomes true fail with `Unavailable` (the driver retries those).
@@ -112,6 +121,13 @@ impl CsiDriverProvider for ProviderService {
         let started = Instant::now();
         let parsed = MountRequest::from_proto(request.into_inner()).map(|mut request| {
             request.deadline = Some(tokio::time::Instant::now() + self.limits.timeout);
+            if let Some(default) = &self.default_backend
+                && request.backend_name().is_none()
+            {
+                request
+                    .parameters
+                    .insert(BACKEND_PARAMETER.to_string(), default.clone());
+            }
             request
         });
         let result = match &parsed {

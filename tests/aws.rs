@@ -1027,3 +1027,76 @@ async fn hostile_jmes_paths_are_refused_before_any_call() {
     }
     assert!(aws.proxy.calls().is_empty());
 }
+
+/// Migrating without edits: the official AWS provider's documented example class (PROVIDERS.md §2.3,
+/// `provider: aws`, no `backend`: Pod Identity, a failover region, pathTranslation, jmesPath, an SSM
+/// label), mounted through `aws.sock` (`--compat aws`).
+#[tokio::test]
+async fn the_official_example_class_mounts_unchanged_through_the_compat_socket() {
+    const OFFICIAL: &str = r#"
+apiVersion: secrets-store.csi.x-k8s.io/v1
+kind: SecretProviderClass
+metadata: {name: orders-aws, namespace: orders}
+spec:
+  provider: aws
+  parameters:
+    region: eu-west-1
+    failoverRegion: eu-central-1
+    usePodIdentity: "true"
+    pathTranslation: "-"
+    objects: |
+      - objectName: prod/orders/db
+        objectType: secretsmanager
+        objectAlias: db.json
+        filePermission: "0400"
+        jmesPath:
+          - {path: username, objectAlias: db-user}
+          - {path: '"db-password"', objectAlias: db-pass}
+        failoverObject:
+          objectName: arn:aws:secretsmanager:eu-central-1:111122223333:secret:prod/orders/db-AbCdEf
+      - objectName: /orders/feature-flags
+        objectType: ssmparameter
+        objectVersionLabel: live
+"#;
+    let issuer = JwtIssuer::generate();
+    let token = issuer.token(
+        &format!("system:serviceaccount:{NAMESPACE}:openclaw"),
+        &["pods.eks.amazonaws.com"],
+    );
+    let agent = start_agent(token.clone(), Arc::new(Mutex::new(Vec::new())));
+    let aws = Aws::start(&["--aws-pod-identity-endpoint", &agent, "--compat", "aws"]).await;
+    let db = r#"{"username": "orders", "db-password": "db-VALUE"}"#;
+    aws.moto.create_secret(REGION, "prod/orders/db", db).await;
+    let version = aws
+        .moto
+        .put_parameter(REGION, "/orders/feature-flags", "checkout=on", "String")
+        .await;
+    aws.moto
+        .label_parameter(REGION, "/orders/feature-flags", version, "live")
+        .await;
+    let class: serde_json::Value = serde_saphyr::from_str(OFFICIAL).unwrap();
+    let mut parameters: BTreeMap<String, String> = class["spec"]["parameters"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    parameters.insert(
+        "csi.storage.k8s.io/serviceAccount.tokens".into(),
+        tokens_attribute("pods.eks.amazonaws.com", &token),
+    );
+    let all: Vec<(&str, &str)> = parameters
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let request = raw_request(&serde_json::to_string(&attributes(&all)).unwrap());
+    let socket = aws.provider.socket.parent().unwrap().join("aws.sock");
+    let mut client = openclaw_csi_provider::cli::client::connect(socket)
+        .await
+        .unwrap();
+    let mounted = Mounted(client.mount(request).await.unwrap().into_inner());
+    assert_eq!(mounted.file("db.json"), db);
+    assert_eq!(mounted.file("db-user"), "orders");
+    assert_eq!(mounted.file("db-pass"), "db-VALUE");
+    assert_eq!(mounted.file("-orders-feature-flags"), "checkout=on");
+}

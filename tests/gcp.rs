@@ -820,3 +820,84 @@ async fn the_proxy_carries_google_requests_but_not_the_metadata_servers() {
         "asked directly"
     );
 }
+
+/// Migrating without edits: the official GCP provider's documented example class (PROVIDERS.md §3.3,
+/// `provider: gcp`, no `backend`), mounted through `gcp.sock` (`--compat gcp`).
+#[tokio::test]
+async fn the_official_example_class_mounts_unchanged_through_the_compat_socket() {
+    const OFFICIAL: &str = r#"
+apiVersion: secrets-store.csi.x-k8s.io/v1
+kind: SecretProviderClass
+metadata: {name: search-gcp, namespace: search}
+spec:
+  provider: gcp
+  parameters:
+    auth: pod-adc
+    secrets: |
+      - resourceName: projects/acme-prod/secrets/search-db/versions/latest
+        path: db/password
+        extractJSONKey: password
+        mode: 0400
+      - resourceName: projects/acme-prod/locations/europe-west4/secrets/search-tls/versions/7
+        path: tls/cert.pem
+      - resourceName: projects/acme-prod/locations/global/parameters/search-cfg/versions/v12
+        path: config/port
+        extractYAMLKey: server_port
+"#;
+    let gcp = Gcp::start(&["--compat", "gcp"]).await;
+    let pod = || Who::pod(NAMESPACE, "openclaw");
+    gcp.google.put_secret_version(
+        PROJECT,
+        None,
+        "search-db",
+        br#"{"user": "search", "password": "db-VALUE"}"#,
+    );
+    gcp.google.grant_secret(PROJECT, None, "search-db", pod());
+    for i in 1..=7 {
+        gcp.google.put_secret_version(
+            PROJECT,
+            Some("europe-west4"),
+            "search-tls",
+            format!("cert-{i}").as_bytes(),
+        );
+    }
+    gcp.google
+        .grant_secret(PROJECT, Some("europe-west4"), "search-tls", pod());
+    gcp.google.put_parameter_version(
+        PROJECT,
+        "global",
+        "search-cfg",
+        "v12",
+        b"server_port: 9200\n",
+        "YAML",
+    );
+    gcp.google
+        .grant_parameter(PROJECT, "global", "search-cfg", pod());
+    let class: serde_json::Value = serde_saphyr::from_str(OFFICIAL).unwrap();
+    let parameters: Vec<(String, String)> = class["spec"]["parameters"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    let token = gcp.issuer.token(
+        &format!("system:serviceaccount:{NAMESPACE}:openclaw"),
+        &[POOL],
+    );
+    let tokens = tokens_attribute(POOL, &token);
+    let mut all: Vec<(&str, &str)> = parameters
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    all.push(("csi.storage.k8s.io/serviceAccount.tokens", &tokens));
+    let request = raw_request(&serde_json::to_string(&attributes(&all)).unwrap());
+    let socket = gcp.provider.socket.parent().unwrap().join("gcp.sock");
+    let mut client = openclaw_csi_provider::cli::client::connect(socket)
+        .await
+        .unwrap();
+    let mounted = Mounted(client.mount(request).await.unwrap().into_inner());
+    assert_eq!(mounted.file("db/password"), "db-VALUE");
+    assert_eq!(mounted.mode("db/password"), 0o400);
+    assert_eq!(mounted.file("tls/cert.pem"), "cert-7");
+    assert_eq!(mounted.file("config/port"), "9200");
+}

@@ -485,3 +485,26 @@ async fn health_readiness_and_metrics() {
     assert_eq!(provider.http_get("/readyz").0, 503);
     assert_eq!(provider.http_get("/healthz").0, 200);
 }
+
+/// The compatibility sockets (`--compat`) take both `:authority` forms as the main socket does: the
+/// socket path an older driver sends for them, and `localhost`.
+#[tokio::test(flavor = "multi_thread")]
+async fn compat_sockets_serve_both_authority_forms() {
+    let provider = Provider::start(&["--compat", "vault,aws,gcp"]);
+    provider.write_openclaw_keys();
+    let dir = provider.socket.parent().unwrap().to_path_buf();
+    for name in ["vault", "aws", "gcp"] {
+        let socket = dir.join(format!("{name}.sock"));
+        for authority in [
+            format!("/var/run/secrets-store-csi-providers/{name}.sock"),
+            "localhost".to_string(),
+        ] {
+            let socket = socket.clone();
+            let results =
+                tokio::task::spawn_blocking(move || version_and_mount(&socket, &authority))
+                    .await
+                    .unwrap();
+            assert_served(&results);
+        }
+    }
+}

@@ -748,8 +748,35 @@ async fn a_slow_backend_ends_in_a_bounded_error_and_the_provider_keeps_serving()
 #[tokio::test]
 async fn the_openclaw_example_mounts_through_the_emulator() {
     let world = World::start(&[]).await;
-    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
-    let policy = std::fs::read_to_string(examples.join("openclaw-vault-policy.hcl")).unwrap();
+    let example = std::fs::read_to_string(examples().join("openclaw-vault.yaml")).unwrap();
+    mount_example_with_emulator(&world, &example, &world.provider.socket).await;
+}
+
+/// Migrating without edits: the same class as the official Vault provider's users write it
+/// (`provider: vault`, no `backend`), mounted through `vault.sock` (`--compat vault`).
+#[tokio::test]
+async fn an_official_provider_class_mounts_unchanged_through_the_compat_socket() {
+    let world = World::start(&["--compat", "vault"]).await;
+    let example = std::fs::read_to_string(examples().join("openclaw-vault.yaml")).unwrap();
+    let official: String = example
+        .replace("provider: openclaw", "provider: vault")
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("backend:"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(!official.contains("backend:") && official.contains("provider: vault"));
+    let socket = world.provider.socket.parent().unwrap().join("vault.sock");
+    mount_example_with_emulator(&world, &official, &socket).await;
+}
+
+fn examples() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples")
+}
+
+/// Mounts the class `spc` (the example's objects) through the emulator on `socket`, with the example
+/// policy, and checks the files.
+async fn mount_example_with_emulator(world: &World, spc: &str, socket: &std::path::Path) {
+    let policy = std::fs::read_to_string(examples().join("openclaw-vault-policy.hcl")).unwrap();
     world
         .bao
         .post(
@@ -765,14 +792,16 @@ async fn the_openclaw_example_mounts_through_the_emulator() {
             .issue(openbao::POD_NAMESPACE, openbao::SERVICE_ACCOUNT),
     )
     .unwrap();
+    let spc_file = world.provider.dir.path().join("spc.yaml");
+    std::fs::write(&spc_file, spc).unwrap();
     let target = world.provider.dir.path().join("mount");
     let mut command = std::process::Command::new(support::BINARY);
     command
         .arg("mount")
         .arg("--socket")
-        .arg(&world.provider.socket)
+        .arg(socket)
         .arg("--spc")
-        .arg(examples.join("openclaw-vault.yaml"))
+        .arg(&spc_file)
         .arg("--target")
         .arg(&target)
         .args([
