@@ -34,7 +34,7 @@ pub enum Reason {
     InvalidServiceAccountTokens,
     /// The driver's default file permission is not a mode.
     InvalidPermission,
-    /// The current object versions sent by the driver are malformed.
+    /// The provider's own response has an empty or repeated object version id (an internal error).
     InvalidObjectVersions,
     /// Kubelet's pod namespace (or its directory) is unusable.
     InvalidPodInfo,
@@ -400,5 +400,19 @@ mod tests {
             );
             assert!(reason.as_str().chars().all(|c| c.is_ascii_alphanumeric()));
         }
+    }
+
+    #[test]
+    fn every_reason_is_documented_for_operators() {
+        let docs = include_str!("../docs/operations.md");
+        let missing: Vec<&str> = Reason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .filter(|name| !docs.contains(&format!("| `{name}` |")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/operations.md has no error-table row for {missing:?}"
+        );
     }
 }

@@ -1074,13 +1074,7 @@ spec:
     aws.moto
         .label_parameter(REGION, "/orders/feature-flags", version, "live")
         .await;
-    let class: serde_json::Value = serde_saphyr::from_str(OFFICIAL).unwrap();
-    let mut parameters: BTreeMap<String, String> = class["spec"]["parameters"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-        .collect();
+    let mut parameters = support::class_parameters(OFFICIAL);
     parameters.insert(
         "csi.storage.k8s.io/serviceAccount.tokens".into(),
         tokens_attribute("pods.eks.amazonaws.com", &token),

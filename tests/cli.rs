@@ -327,3 +327,42 @@ fn check_takes_the_gcp_example_and_finds_what_a_mount_would_refuse() {
         assert!(out.contains(says), "{says}: {out}");
     }
 }
+
+/// `check` takes a class as the socket its provider names would: an unchanged `provider: vault` class
+/// with `--compat vault` is checked by the vault backend; `--default-backend` serves ours.
+#[cfg(feature = "vault")]
+#[test]
+fn check_takes_official_classes_as_the_compat_sockets_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let spc = dir.path().join("spc.yaml");
+    let class = |provider: &str| {
+        format!(
+            "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata:\n  \
+             name: app\n  namespace: openclaw\nspec:\n  provider: {provider}\n  parameters:\n    \
+             roleName: app\n    vaultAddress: https://vault.example:8200\n    objects: |\n      \
+             - {{objectName: k, secretPath: secret/data/app, secretKey: k}}\n"
+        )
+    };
+    let run = |flags: &[&str]| {
+        let out = Command::new(BINARY)
+            .arg("check")
+            .arg("--spc")
+            .arg(&spc)
+            .args(["--vault-allowed-addresses", "*"])
+            .args(flags)
+            .output()
+            .expect("run check");
+        (out.status.code().unwrap_or(-1), stdout(&out))
+    };
+    fs::write(&spc, class("vault")).unwrap();
+    let (code, out) = run(&[]);
+    assert_eq!(code, 1);
+    assert!(out.contains("MissingBackend"), "{out}");
+    let (code, out) = run(&["--compat", "vault"]);
+    assert_eq!(code, 0, "{out}");
+    fs::write(&spc, class("openclaw")).unwrap();
+    let (code, out) = run(&["--compat", "vault"]);
+    assert!(code == 1 && out.contains("MissingBackend"), "{out}");
+    let (code, out) = run(&["--default-backend", "vault"]);
+    assert_eq!(code, 0, "{out}");
+}

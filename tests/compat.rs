@@ -126,3 +126,39 @@ async fn each_socket_serves_mounts_without_a_backend_with_its_own() {
         assert_eq!(named.into_inner().files.len(), 1, "{name}");
     }
 }
+
+/// `--backends` turns the others off: a class naming one is refused as unknown, and neither a compat
+/// socket nor the default may name one.
+#[tokio::test]
+async fn backends_left_out_are_refused() {
+    let provider = Provider::start(&["--backends", "file,vault"]);
+    provider.write_openclaw_keys();
+    let objects = "- objectName: OPENCLAW_GATEWAY_TOKEN\n";
+    let refused = provider
+        .mount(mount_request(&[("backend", "aws"), ("objects", objects)]))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message().starts_with("UnknownBackend")
+            && refused.message().contains("file, vault"),
+        "{}",
+        refused.message()
+    );
+    provider
+        .mount(mount_request(&[("backend", "file"), ("objects", objects)]))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (flags, says) in [
+        (&["--backends", "file,azure"][..], "azure"),
+        (&["--backends", "file", "--compat", "aws"][..], "aws"),
+        (
+            &["--backends", "file", "--default-backend", "vault"][..],
+            "vault",
+        ),
+    ] {
+        let (code, stderr) = serve_briefly(dir.path(), flags).expect("refused");
+        assert_ne!(code, 0);
+        assert!(stderr.contains(says), "{says}: {stderr}");
+    }
+}

@@ -873,13 +873,7 @@ spec:
     );
     gcp.google
         .grant_parameter(PROJECT, "global", "search-cfg", pod());
-    let class: serde_json::Value = serde_saphyr::from_str(OFFICIAL).unwrap();
-    let parameters: Vec<(String, String)> = class["spec"]["parameters"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-        .collect();
+    let parameters = support::class_parameters(OFFICIAL);
     let token = gcp.issuer.token(
         &format!("system:serviceaccount:{NAMESPACE}:openclaw"),
         &[POOL],

@@ -39,6 +39,10 @@ use crate::version_hmac::VersionKey;
 /// Flags of every backend (flattened into `serve`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackendFlags {
+    /// The backends mounts may use, of those built in (default: all); a SecretProviderClass naming
+    /// another is refused (`UnknownBackend`).
+    #[arg(long = "backends", env = "OPENCLAW_BACKENDS", value_delimiter = ',')]
+    pub enabled: Vec<String>,
     #[command(flatten)]
     pub fetch: FetchFlags,
     #[command(flatten)]
@@ -151,7 +155,7 @@ pub fn build(flags: &BackendFlags, shared: &SharedParts) -> Result<Backends, Bui
         )?)),
         None => None,
     };
-    Ok(Backends::new(vec![
+    let all = Backends::new(vec![
         Arc::new(file::FileBackend::from_flags(&flags.file, shared)?),
         #[cfg(feature = "vault")]
         Arc::new(vault::VaultBackend::from_flags(
@@ -172,7 +176,8 @@ pub fn build(flags: &BackendFlags, shared: &SharedParts) -> Result<Backends, Bui
             &flags.fetch,
             shared,
         )?),
-    ]))
+    ]);
+    all.only(&flags.enabled)
 }
 
 /// A boxed future, so backends can live behind `dyn Backend`.
@@ -211,6 +216,33 @@ pub struct Backends(Vec<Arc<dyn Backend>>);
 impl Backends {
     pub fn new(backends: Vec<Arc<dyn Backend>>) -> Self {
         Self(backends)
+    }
+
+    /// Only the backends named (all when none are); a name that is not built in is an error.
+    pub fn only(self, names: &[String]) -> Result<Self, BuildError> {
+        let names: Vec<&str> = names
+            .iter()
+            .map(|n| n.trim())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            return Ok(self);
+        }
+        if let Some(unknown) = names.iter().find(|n| !self.names().contains(n)) {
+            return Err(BuildError::Flag {
+                flag: "--backends",
+                message: format!(
+                    "{unknown:?} is not a backend of this build: {}",
+                    self.names().join(", ")
+                ),
+            });
+        }
+        Ok(Self(
+            self.0
+                .into_iter()
+                .filter(|b| names.contains(&b.name()))
+                .collect(),
+        ))
     }
 
     /// The names `backend` may take.

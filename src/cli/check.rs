@@ -9,9 +9,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::cli::mount::spc_attributes;
+use crate::cli::mount::{spc_attributes, spc_provider};
 use crate::proto;
-use crate::request::{MountRequest, POD_NAME, POD_NAMESPACE, POD_UID, SERVICE_ACCOUNT_NAME};
+use crate::request::{
+    BACKEND_PARAMETER, MountRequest, POD_NAME, POD_NAMESPACE, POD_UID, SERVICE_ACCOUNT_NAME,
+};
 use crate::server::{self, ServeConfig};
 use crate::telemetry::metrics::Metrics;
 use crate::version_hmac::VersionKey;
@@ -60,6 +62,20 @@ pub fn findings(args: &CheckArgs) -> Result<Vec<String>, CheckError> {
         "00000000-0000-4000-8000-000000000000".into(),
     );
     attributes.insert(SERVICE_ACCOUNT_NAME.into(), "default".into());
+    // The backend a class that names none gets: its provider's compat socket's, else --default-backend.
+    let provider = spc_provider(&args.spc)?;
+    let default = if args.serve.compat.iter().any(|c| c.trim() == provider) {
+        Some(provider)
+    } else {
+        args.serve.default_backend.clone()
+    };
+    if let Some(default) = default.filter(|d| !d.trim().is_empty())
+        && attributes
+            .get(BACKEND_PARAMETER)
+            .is_none_or(|b| b.trim().is_empty())
+    {
+        attributes.insert(BACKEND_PARAMETER.into(), default);
+    }
     let request = match request_of(&attributes) {
         Ok(request) => request,
         Err(finding) => return Ok(vec![finding]),

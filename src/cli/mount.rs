@@ -111,6 +111,8 @@ struct Metadata {
 #[derive(Deserialize)]
 struct SpcSpec {
     #[serde(default)]
+    provider: String,
+    #[serde(default)]
     parameters: BTreeMap<String, String>,
 }
 
@@ -250,6 +252,11 @@ pub(crate) fn spc_attributes(
     let mut attributes = spc.spec.parameters;
     attributes.insert("secretProviderClass".into(), spc.metadata.name);
     Ok((attributes, namespace))
+}
+
+/// The class's `spec.provider` (which socket the driver calls).
+pub(crate) fn spc_provider(path: &std::path::Path) -> Result<String, MountCliError> {
+    Ok(read_spc(path)?.spec.provider)
 }
 
 /// Builds the request the driver would send for this SecretProviderClass and pod.

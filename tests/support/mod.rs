@@ -343,6 +343,17 @@ pub fn attributes(parameters: &[(&str, &str)]) -> BTreeMap<String, String> {
     attributes
 }
 
+/// The `spec.parameters` of a SecretProviderClass written as YAML (every value a string).
+pub fn class_parameters(yaml: &str) -> BTreeMap<String, String> {
+    let class: serde_json::Value = serde_saphyr::from_str(yaml).expect("a SecretProviderClass");
+    class["spec"]["parameters"]
+        .as_object()
+        .expect("spec.parameters")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().expect("a string").to_string()))
+        .collect()
+}
+
 /// A Mount request as the driver builds it.
 pub fn mount_request(parameters: &[(&str, &str)]) -> proto::MountRequest {
     raw_request(&serde_json::to_string(&attributes(parameters)).expect("json"))
