@@ -8,6 +8,8 @@ COPY rust-toolchain.toml Cargo.toml Cargo.lock build.rs ./
 COPY proto proto
 COPY src src
 COPY benches benches
+# The demo embeds the file-backend example.
+COPY deploy/examples/openclaw-file.yaml deploy/examples/openclaw-file.yaml
 RUN cargo build --locked --profile image --bin openclaw-csi-provider
 
 # Final stage: glibc and CA certificates only, no shell, running as a non-root user (65532). The

@@ -21,13 +21,19 @@ pub enum SocketError {
     Live(PathBuf),
     #[error("{0} exists and is not a socket; refusing to remove it")]
     NotASocket(PathBuf),
+    #[error("cannot tell whether {path} is served ({source}); refusing to replace it")]
+    Unprobeable { path: PathBuf, source: io::Error },
     #[error("cannot set up the socket {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
 
-/// The ownership of a bound provider socket path. Dropping it removes the socket file.
+/// The ownership of a bound provider socket path. Dropping it removes the socket file, if it is still
+/// the one bound (another process may have replaced it since).
 pub struct ProviderSocket {
     path: PathBuf,
+    /// Device, inode and change time of the socket file bound (an inode number alone may be reused
+    /// by a file made after ours was removed).
+    bound: Option<(u64, u64, i64, i64)>,
     _lock: File,
 }
 
@@ -48,6 +54,7 @@ impl ProviderSocket {
         fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_error)?;
         let socket = Self {
             path: path.to_path_buf(),
+            bound: file_id(path),
             _lock: lock,
         };
         Ok((socket, listener))
@@ -60,8 +67,17 @@ impl ProviderSocket {
 
 impl Drop for ProviderSocket {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        if self.bound.is_some() && file_id(&self.path) == self.bound {
+            let _ = fs::remove_file(&self.path);
+        }
     }
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
 }
 
 fn lock_path(path: &Path) -> PathBuf {
@@ -106,11 +122,47 @@ fn remove_stale(path: &Path) -> Result<(), SocketError> {
     if !metadata.file_type().is_socket() {
         return Err(SocketError::NotASocket(path.to_path_buf()));
     }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(SocketError::Live(path.to_path_buf()));
+    // Only a refused connection says nobody listens: any other failure (no permission to connect to
+    // another user's socket, say) leaves the file alone.
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => return Err(SocketError::Live(path.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+        Err(source) => {
+            return Err(SocketError::Unprobeable {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
     }
     fs::remove_file(path).map_err(|source| SocketError::Io {
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_socket_another_process_put_in_its_place_is_not_removed_on_exit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.sock");
+        let (socket, listener) = ProviderSocket::bind(&path).unwrap();
+        drop(listener);
+        // The official provider restarted: it removed our file and bound its own.
+        fs::remove_file(&path).unwrap();
+        // File times tick coarsely (a few ms): a file made in the same tick with a reused inode number
+        // would look like ours.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let theirs = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        drop(socket);
+        assert!(path.exists(), "their socket is left alone");
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+        drop(theirs);
+        // Ours, still ours at exit, is removed.
+        let (socket, _listener) = ProviderSocket::bind(&path).unwrap();
+        drop(socket);
+        assert!(!path.exists());
+    }
 }

@@ -158,6 +158,13 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     "non-root as uid 0": ({"nonRoot": {"enabled": True, "runAsUser": 0}}, "runAsUser"),
     "ServiceMonitor without a Service": ({"metrics": {"serviceMonitor": {"enabled": True},
                                                       "service": {"enabled": False}}}, "serviceMonitor"),
+    "no backend enabled": ({"backends": {b: {"enabled": False} for b in ("file", "vault", "aws", "gcp")}},
+                           "at least one backend"),
+    "sync with the file backend only": ({"sync": {"enabled": True}, "backends": {
+        "file": {"enabled": True}, "vault": {"enabled": False}, "aws": {"enabled": False},
+        "gcp": {"enabled": False}}}, "sync.enabled"),
+    "sync sharing the provider's service account": ({"sync": {"enabled": True, "serviceAccount": {
+        "name": "shared"}}, "serviceAccount": {"name": "shared"}}, "must differ"),
 }
 
 

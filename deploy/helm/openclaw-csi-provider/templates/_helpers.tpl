@@ -112,6 +112,18 @@ true
 {{- define "openclaw.validate" -}}
 {{- $b := .Values.backends -}}
 {{- $enabled := dict "file" $b.file.enabled "vault" $b.vault.enabled "aws" $b.aws.enabled "gcp" $b.gcp.enabled -}}
+{{- if not (or $b.file.enabled $b.vault.enabled $b.aws.enabled $b.gcp.enabled) -}}
+{{- fail "backends: enable at least one backend" -}}
+{{- end -}}
+{{- if and .Values.sync.enabled (not (or $b.vault.enabled $b.aws.enabled $b.gcp.enabled)) -}}
+{{- fail "sync.enabled: the sync controller reads vault, aws or gcp; enable one of them" -}}
+{{- end -}}
+{{- if and .Values.sync.enabled (eq (include "openclaw.serviceAccountName" .) (include "openclaw.syncServiceAccountName" .)) -}}
+{{- fail "sync.serviceAccount.name: must differ from serviceAccount.name (the provider must never hold the sync controller's rights)" -}}
+{{- end -}}
+{{- if and .Values.sync.enabled (eq (include "openclaw.hmacKeySecretName" .) (include "openclaw.syncHmacKeySecretName" .)) -}}
+{{- fail "sync.hmacKey.name: must differ from hmacKey.name" -}}
+{{- end -}}
 {{- range .Values.compat -}}
 {{- if not (has . (list "vault" "aws" "gcp")) -}}
 {{- fail (printf "compat: %q is not one of vault, aws, gcp" .) -}}
@@ -184,9 +196,6 @@ true
 {{- end }}
 {{- if .allowInsecureFromPods }}
 - --allow-insecure-tls
-{{- end }}
-{{- with .filesDir }}
-- {{ printf "--tls-files-dir=%s" . | quote }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -323,6 +332,20 @@ The backends mounts may use (--backends): those enabled in values.
 {{- define "openclaw.enabledBackends" -}}
 {{- $names := list -}}
 {{- range $name := list "file" "vault" "aws" "gcp" -}}
+{{- if (index $.Values.backends $name).enabled -}}
+{{- $names = append $names $name -}}
+{{- end -}}
+{{- end -}}
+{{- join "," $names -}}
+{{- end -}}
+
+{{/*
+The backends the sync controller may use (--backends): the enabled remote ones (it runs on no node, so
+never the file backend).
+*/}}
+{{- define "openclaw.syncBackends" -}}
+{{- $names := list -}}
+{{- range $name := list "vault" "aws" "gcp" -}}
 {{- if (index $.Values.backends $name).enabled -}}
 {{- $names = append $names $name -}}
 {{- end -}}
