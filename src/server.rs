@@ -271,7 +271,11 @@ pub async fn run_with_backends(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let health_addr = start_health(&config, &bound[0].0, &metrics, stop_rx.clone()).await?;
+    let socket_paths = bound
+        .iter()
+        .map(|(socket, _, _)| socket.path().to_path_buf())
+        .collect();
+    let health_addr = start_health(&config, socket_paths, &metrics, stop_rx.clone()).await?;
     let paths: Vec<String> = bound
         .iter()
         .map(|(socket, _, _)| socket.path().display().to_string())
@@ -321,7 +325,7 @@ pub async fn run_with_backends(
 
 async fn start_health(
     config: &ServeConfig,
-    socket: &ProviderSocket,
+    sockets: Vec<PathBuf>,
     metrics: &Arc<Metrics>,
     stop: watch::Receiver<bool>,
 ) -> Result<Option<String>, ServeError> {
@@ -336,10 +340,9 @@ async fn start_health(
                 source,
             })?;
     let bound = health::local_addr(&listener).map(|a| a.to_string());
-    let socket_path = socket.path().to_path_buf();
     let metrics = metrics.clone();
     tokio::spawn(async move {
-        let readiness = health::Readiness::Socket(socket_path);
+        let readiness = health::Readiness::Sockets(sockets);
         if let Err(e) = health::serve(listener, readiness, metrics, until_set(stop)).await {
             tracing::error!(error = %e, "health server stopped");
         }

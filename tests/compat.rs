@@ -125,6 +125,10 @@ async fn each_socket_serves_mounts_without_a_backend_with_its_own() {
             .unwrap();
         assert_eq!(named.into_inner().files.len(), 1, "{name}");
     }
+    // Readiness covers every socket: one gone (say, taken by another process and removed) is unready.
+    assert_eq!(provider.http_get("/readyz").0, 200);
+    std::fs::remove_file(dir.join("gcp.sock")).unwrap();
+    assert_eq!(provider.http_get("/readyz").0, 503);
 }
 
 /// `--backends` turns the others off: a class naming one is refused as unknown, and neither a compat

@@ -17,8 +17,8 @@ use super::metrics::Metrics;
 /// What `/readyz` checks.
 #[derive(Clone)]
 pub enum Readiness {
-    /// The provider socket accepts connections.
-    Socket(PathBuf),
+    /// Every provider socket (`--socket` and the compat ones) accepts connections.
+    Sockets(Vec<PathBuf>),
     /// A flag the process keeps (the sync controller: a standby, or a leader whose watches are up).
     Flag(tokio::sync::watch::Receiver<bool>, &'static str),
 }
@@ -53,10 +53,13 @@ pub async fn serve(
 
 async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
     let (ready, why_not) = match &state.readiness {
-        Readiness::Socket(socket) => (
-            UnixStream::connect(socket).await.is_ok(),
-            "provider socket does not accept connections\n",
-        ),
+        Readiness::Sockets(sockets) => {
+            let mut all = true;
+            for socket in sockets {
+                all &= UnixStream::connect(socket).await.is_ok();
+            }
+            (all, "a provider socket does not accept connections\n")
+        }
         Readiness::Flag(flag, why_not) => (*flag.borrow(), *why_not),
     };
     if ready {
