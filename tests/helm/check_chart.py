@@ -388,7 +388,7 @@ def check_common(r: Render) -> None:
         if init:
             script = init[0]["command"][2]
             owner = f"{v['nonRoot']['runAsUser']}:{v['nonRoot']['runAsGroup']}"
-            assert f"chown {owner} {SOCKET_DIR}\n" in script, script
+            assert f"chown -h {owner} {SOCKET_DIR}\n" in script, script
             for name in ["openclaw"] + v["compat"]:
                 assert f"{SOCKET_DIR}/{name}.sock.lock" in script, script
             assert init[0]["volumeMounts"] == [{"name": "provider-socket", "mountPath": SOCKET_DIR}]
