@@ -357,7 +357,10 @@ fn check_takes_official_classes_as_the_compat_sockets_would() {
     fs::write(&spc, class("vault")).unwrap();
     let (code, out) = run(&[]);
     assert_eq!(code, 1);
-    assert!(out.contains("MissingBackend"), "{out}");
+    assert!(
+        out.contains("UnknownProvider") && out.contains("vault"),
+        "without --compat vault the driver sends it elsewhere: {out}"
+    );
     let (code, out) = run(&["--compat", "vault"]);
     assert_eq!(code, 0, "{out}");
     fs::write(&spc, class("openclaw")).unwrap();
@@ -365,4 +368,8 @@ fn check_takes_official_classes_as_the_compat_sockets_would() {
     assert!(code == 1 && out.contains("MissingBackend"), "{out}");
     let (code, out) = run(&["--default-backend", "vault"]);
     assert_eq!(code, 0, "{out}");
+    // --default-backend is our socket's: a class for another provider's socket never reaches it.
+    fs::write(&spc, class("azure")).unwrap();
+    let (code, out) = run(&["--default-backend", "vault"]);
+    assert!(code == 1 && out.contains("UnknownProvider"), "{out}");
 }

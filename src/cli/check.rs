@@ -64,10 +64,21 @@ pub fn findings(args: &CheckArgs) -> Result<Vec<String>, CheckError> {
     attributes.insert(SERVICE_ACCOUNT_NAME.into(), "default".into());
     // The backend a class that names none gets: its provider's compat socket's, else --default-backend.
     let provider = spc_provider(&args.spc)?;
+    let own = args
+        .serve
+        .socket
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("openclaw");
     let default = if args.serve.compat.iter().any(|c| c.trim() == provider) {
         Some(provider)
-    } else {
+    } else if provider == own {
         args.serve.default_backend.clone()
+    } else {
+        return Ok(vec![format!(
+            "UnknownProvider: spec.provider {provider:?} is not this provider's socket ({own}.sock) \
+             or one of its --compat sockets: the driver sends its mounts elsewhere"
+        )]);
     };
     if let Some(default) = default.filter(|d| !d.trim().is_empty())
         && attributes
