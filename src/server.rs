@@ -111,7 +111,8 @@ pub enum ServeError {
 /// The official providers whose sockets `--compat` may serve.
 pub const COMPAT_BACKENDS: [&str; 3] = ["vault", "aws", "gcp"];
 
-/// Each socket to serve and the backend of its mounts that name none: --socket, then the compat ones.
+/// Each socket to serve and the backend of its mounts that name none: the compat ones, then --socket last
+/// (bound in this order, so our own socket answers only once every socket is bound).
 fn sockets(
     config: &ServeConfig,
     backends: &Backends,
@@ -156,6 +157,7 @@ fn sockets(
         }
         sockets.push((path, Some(name)));
     }
+    sockets.rotate_left(1);
     Ok(sockets)
 }
 
