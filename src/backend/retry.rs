@@ -10,6 +10,31 @@ pub const ATTEMPTS: u32 = 5;
 /// The first retry's backoff; each further one doubles it (full jitter).
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How a failed backend call failed (AWS and GCP alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Throttling (429, `ThrottlingException`, `RESOURCE_EXHAUSTED`).
+    Throttled,
+    /// A 5xx answer, or one that is not what the API documents.
+    Server,
+    /// No answer: connection refused, reset, or timed out.
+    Unreachable,
+    /// A 4xx answer (not throttling): final.
+    Client,
+}
+
+impl FailureClass {
+    /// The `outcome` label of `openclaw_provider_backend_requests_total`.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            Self::Throttled => "throttled",
+            Self::Server => "5xx",
+            Self::Unreachable => "unreachable",
+            Self::Client => "4xx",
+        }
+    }
+}
+
 /// A failed attempt, as the retry loop sees it.
 pub trait Retried: Sized {
     /// Whether the call may succeed if made again (throttling, a server error, no answer).

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::params::Target;
+pub use crate::backend::retry::FailureClass;
 use crate::backend::retry::Retried;
 pub use crate::backend::retry::with_retries;
 use crate::error::{ErrorKind, MountError, Reason};
@@ -28,19 +29,6 @@ pub const SECRETS_PER_BATCH: usize = 20;
 pub const PARAMETERS_PER_BATCH: usize = 10;
 
 pub use crate::error::first_line as short;
-
-/// How a failed call failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureClass {
-    /// Throttling (`ThrottlingException`, `TooManyRequestsException`, 429).
-    Throttled,
-    /// A 5xx answer.
-    Server,
-    /// No answer: connection refused, reset, or timed out.
-    Unreachable,
-    /// A 4xx answer (not throttling).
-    Client,
-}
 
 /// A failed call, before it is named for an object.
 #[derive(Debug, Clone)]

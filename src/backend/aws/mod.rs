@@ -948,15 +948,9 @@ impl AwsSource {
 
     /// Counts one read call (after its retries) in `openclaw_provider_backend_requests`.
     fn record<T>(&self, result: &Result<T, CallFailure>) {
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(failure) => match failure.class {
-                client::FailureClass::Throttled => "throttled",
-                client::FailureClass::Server => "5xx",
-                client::FailureClass::Unreachable => "unreachable",
-                client::FailureClass::Client => "4xx",
-            },
-        };
+        let outcome = result
+            .as_ref()
+            .map_or_else(|failure| failure.class.outcome(), |_| "ok");
         self.metrics
             .record_backend_request(BACKEND_NAME, "read", outcome);
     }

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::params::{Resource, Service};
+pub use crate::backend::retry::FailureClass;
 use crate::backend::retry::{Retried, with_retries};
 use crate::error::{ErrorKind, MountError, Reason, first_line};
 
@@ -23,19 +24,6 @@ use crate::error::{ErrorKind, MountError, Reason, first_line};
 const THROTTLED_WAIT: Duration = Duration::from_secs(1);
 /// The status this client gives an answer over its size bound.
 const TOO_LARGE: &str = "ANSWER_TOO_LARGE";
-
-/// How a failed call failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureClass {
-    /// 429 / `RESOURCE_EXHAUSTED`.
-    Throttled,
-    /// A 5xx answer, or an answer that is not what the API documents.
-    Server,
-    /// No answer: connection refused, reset, or timed out.
-    Unreachable,
-    /// A 4xx answer (not throttling): final.
-    Client,
-}
 
 /// A failed call, before it is named for an object.
 #[derive(Debug, Clone)]

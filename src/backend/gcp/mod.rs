@@ -764,15 +764,9 @@ impl GcpSource {
 }
 
 fn outcome_of<T>(result: &Result<T, client::CallFailure>) -> &'static str {
-    match result {
-        Ok(_) => "ok",
-        Err(failure) => match failure.class {
-            client::FailureClass::Throttled => "throttled",
-            client::FailureClass::Server => "5xx",
-            client::FailureClass::Unreachable => "unreachable",
-            client::FailureClass::Client => "4xx",
-        },
-    }
+    result
+        .as_ref()
+        .map_or_else(|failure| failure.class.outcome(), |_| "ok")
 }
 
 impl Backend for GcpBackend {
